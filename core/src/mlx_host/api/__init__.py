@@ -1,0 +1,1 @@
+"""HTTP routers, one per OpenAI area, and the dependencies they share."""

@@ -1,0 +1,59 @@
+"""Dependencies shared by the routers (use them as ``Annotated`` parameter types)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mlx_host.errors import AuthenticationError, PermissionDeniedError
+from mlx_host.host import Host
+from mlx_host.keys import same_secret
+from mlx_host.plugins import InstalledService
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: its prefix names the service.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_host(request: Request) -> Host:
+    """The app's assembled host."""
+    return request.app.state.host
+
+
+HostDep = Annotated[Host, Depends(get_host)]
+
+
+def get_caller(host: HostDep, credentials: Credentials) -> InstalledService:
+    """The service of the request's bearer key; 401 when missing or unknown."""
+    if credentials is None:
+        raise AuthenticationError(
+            "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
+        )
+    service = host.keys.lookup(credentials.credentials)
+    if service is None:
+        raise AuthenticationError("Incorrect API key provided")
+    return host.services[service]
+
+
+Caller = Annotated[InstalledService, Depends(get_caller)]
+
+
+def require_service(name: str) -> Callable[[InstalledService], None]:
+    """A dependency that lets only keys of service ``name`` through (403 for others)."""
+
+    def check(caller: Caller) -> None:
+        if caller.spec.name != name:
+            raise PermissionDeniedError(f"These endpoints belong to the {name!r} service")
+
+    return check
+
+
+def require_admin(host: HostDep, credentials: Credentials) -> None:
+    """Management endpoints: only the admin key; 403 when none is configured."""
+    admin = host.settings.admin_key
+    if admin is None:
+        raise PermissionDeniedError("Management is disabled: set MLX_HOST_ADMIN_KEY")
+    if credentials is None or not same_secret(credentials.credentials, admin.get_secret_value()):
+        raise AuthenticationError("This endpoint needs the admin key")

@@ -1,0 +1,71 @@
+"""Request bodies of the OpenAI-compatible endpoints.
+
+Unknown OpenAI parameters are accepted and ignored, so SDKs that send them keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlx_host.errors import InvalidRequestError
+
+
+class ContentPart(BaseModel):
+    """One part of a multi-part message; only text parts are supported."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """A message of the conversation."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text; 400 for non-text parts such as images."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise InvalidRequestError(
+                    f"Content parts of type {part.type!r} are not supported",
+                    param="messages",
+                    code="unsupported_content",
+                )
+        return "".join(part.text or "" for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``."""
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """Body of ``POST /chat/completions``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, description='Omitted or "default": the service default.')
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] = Field(1, description="Only one choice per request is supported.")
+
+    def stop_list(self) -> tuple[str, ...]:
+        """``stop`` as a tuple (OpenAI allows up to four)."""
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        if len(stops) > 4:
+            raise InvalidRequestError("At most 4 stop sequences are allowed", param="stop")
+        return tuple(stops)

@@ -1,0 +1,48 @@
+"""The application factory: one FastAPI app per Host, OpenAI routes under /api/v1 and /v1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from mlx_host.api import chat, health, models
+from mlx_host.api.body_limit import BodyLimitMiddleware
+from mlx_host.api.deps import require_service
+from mlx_host.api.errors import install_error_handlers
+from mlx_host.host import Host
+from mlx_host.plugins import PluginManager
+from mlx_host.settings import Settings, get_settings
+
+API_PREFIXES = ("/api/v1", "/v1")
+
+
+def create_app(settings: Settings | None = None, plugins: PluginManager | None = None) -> FastAPI:
+    """Build the app: load plugins, mount core and plugin routers, install error handling."""
+    settings = settings or get_settings()
+    host = Host.build(settings, plugins)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await host.models.close()
+
+    app = FastAPI(title="mlx-host", version="0.1.0", lifespan=lifespan)
+    app.state.host = host
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+
+    api = APIRouter()
+    for router in (chat.router, models.router, health.router):
+        api.include_router(router)
+    for prefix in API_PREFIXES:
+        app.include_router(api, prefix=prefix)
+    for name, service in host.services.items():
+        if service.spec.router is not None:
+            app.include_router(
+                service.spec.router,
+                prefix=f"/api/v1/{name}",
+                dependencies=[Depends(require_service(name))],
+            )
+    return app

@@ -1,0 +1,126 @@
+"""The ``mlx-host`` command: serve, list plugins, convert models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from mlx_host.errors import MLXHostError, PluginError
+from mlx_host.keys import generate_key
+from mlx_host.plugins import PluginManager
+from mlx_host.settings import get_settings
+
+app = typer.Typer(help="Plugin-based, OpenAI-compatible inference server on MLX.")
+models_app = typer.Typer(help="Model conversion and management.")
+app.add_typer(models_app, name="models")
+console = Console()
+
+
+def _services() -> list:
+    try:
+        return PluginManager(get_settings().disabled_plugins).load().services()
+    except PluginError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 9123).")] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Start the server. With no MLX_HOST_API_KEYS, prints one new key per service, once."""
+    import uvicorn
+
+    settings = get_settings()
+    if settings.environment == "production" and not (
+        settings.ssl_certfile or settings.allow_insecure
+    ):
+        console.print(
+            "[red]error:[/red] production needs TLS: set MLX_HOST_SSL_CERTFILE and "
+            "MLX_HOST_SSL_KEYFILE, or MLX_HOST_ALLOW_INSECURE=true behind a TLS proxy"
+        )
+        raise typer.Exit(2)
+    services = _services()
+    if not settings.api_keys:
+        keys = [generate_key(s.spec.key_prefix) for s in services]
+        # Handed to the app (and to --reload workers) through the environment, never logged.
+        os.environ["MLX_HOST_API_KEYS"] = ",".join(keys)
+        get_settings.cache_clear()
+        console.print(
+            "[bold]API keys for this run[/bold] (shown once; set MLX_HOST_API_KEYS to keep)"
+        )
+        for service, key in zip(services, keys, strict=True):
+            # Plain print: a wrapped or truncated key cannot be copied.
+            print(f"  {service.spec.name:<12} {key}", flush=True)
+    try:
+        uvicorn.run(
+            "mlx_host.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            reload=reload,
+            log_level=settings.log_level,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+        )
+    except PluginError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def plugins() -> None:
+    """List installed services: key prefix, default model and the distribution providing it."""
+    table = Table(title="Installed services")
+    for column in ("service", "key prefix", "default model", "distribution", "version"):
+        table.add_column(column)
+    for s in _services():
+        table.add_row(
+            s.spec.name, s.spec.key_prefix, s.spec.default_model, s.distribution, s.version
+        )
+    console.print(table)
+
+
+@models_app.command("convert")
+def convert(
+    src: Annotated[Path, typer.Argument(help="A .gguf file or a Hugging Face-format directory.")],
+    dst: Annotated[Path, typer.Argument(help="The MLX model directory to write.")],
+    weight_format: Annotated[
+        str, typer.Option("--format", help="auto, float32, float16 or quantized.")
+    ] = "auto",
+) -> None:
+    """Convert a model into an MLX directory that mlx-host (and mlx-lm) can serve."""
+    from mlx_host.engine.device import preferred_weight_format
+    from mlx_host.models.sources import convert_gguf_file
+
+    if dst.exists():
+        console.print(f"[red]error:[/red] {dst} already exists")
+        raise typer.Exit(2)
+    fmt = preferred_weight_format(weight_format)
+    try:
+        if src.is_dir():
+            from mlx_host.engine.hf import convert_hf
+
+            with console.status(f"converting {src} with mlx-lm ({fmt})"):
+                convert_hf(src, dst, fmt)
+        else:
+            with Progress(console=console) as progress:
+                task = progress.add_task(f"converting {src.name} ({fmt})", total=None)
+                convert_gguf_file(
+                    src,
+                    dst,
+                    fmt,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                )
+    except MLXHostError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    console.print(f"wrote {dst}")

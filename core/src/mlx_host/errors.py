@@ -1,0 +1,102 @@
+"""The one exception hierarchy of mlx-host: each error carries its HTTP status and OpenAI type.
+
+Raise these anywhere (core or plugin); the app turns them into OpenAI's error JSON,
+``{"error": {"message", "type", "param", "code"}}``, with the status they carry.
+"""
+
+from __future__ import annotations
+
+
+class MLXHostError(Exception):
+    """Base class: an error a caller may see, with the status and OpenAI type to send."""
+
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        """The OpenAI-shaped JSON body for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(MLXHostError):
+    """The request is well-formed JSON but asks for something impossible (400)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(MLXHostError):
+    """No API key, or one the server does not know (401)."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(MLXHostError):
+    """A known key asks for something its service may not use (403)."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFoundError(MLXHostError):
+    """An unknown model, session or route (404)."""
+
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class RequestTooLargeError(MLXHostError):
+    """A body or prompt over the configured limits (413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimitError(MLXHostError):
+    """Too many requests, or a full queue; carries ``Retry-After`` (429)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+class ServiceUnavailableError(MLXHostError):
+    """The model cannot be loaded or served right now (503)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "model_unavailable"
+
+
+class ModelLoadError(ServiceUnavailableError):
+    """A model's source could not be read, converted or loaded (503 for that model only)."""
+
+    code = "model_load_failed"
+
+
+class PluginError(Exception):
+    """A plugin or service definition that stops the server from starting (never sent to users)."""

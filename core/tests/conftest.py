@@ -1,0 +1,62 @@
+"""Core tests run without any service plugin installed: they register their own services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+from mlx_host.plugins import PluginManager
+from mlx_host.testing import RunningServer, run_server
+
+ALPHA = ServiceSpec(
+    name="alpha",
+    key_prefix="alpha_",
+    default_model="smollm2-135m-instruct",
+    policy=PromptPolicy(temperature=0.0, max_tokens=64, max_tokens_cap=256),
+)
+BETA = ServiceSpec(
+    name="beta",
+    key_prefix="beta_",
+    default_model="not-on-this-machine",
+    policy=PromptPolicy(temperature=0.0, max_tokens=32, allowed_models=("broken",)),
+)
+
+
+class ServicesPlugin:
+    """Registers the given services, as a plugin distribution would."""
+
+    def __init__(self, *services: ServiceSpec) -> None:
+        self.services = services
+
+    @hookimpl
+    def mlx_host_register_services(self, register: Callable[[ServiceSpec], None]) -> None:
+        for service in self.services:
+            register(service)
+
+
+def plugin_manager(*services: ServiceSpec) -> PluginManager:
+    """A manager with the built-ins and a test plugin registering ``services``."""
+    pm = PluginManager()
+    pm.register(ServicesPlugin(*services), "test-services", "test-dist", "0")
+    return pm.load(discover=False)
+
+
+@pytest.fixture(scope="session")
+def broken_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory whose weights are garbage."""
+    path = tmp_path_factory.mktemp("broken-model")
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    (path / "model.safetensors").write_bytes(b"not a safetensors file")
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(mlx_host_cache_dir: Path, broken_model_dir: Path) -> Iterator[RunningServer]:
+    """One real server for the core tests: alpha serves SmolLM2; beta's default has no source
+    and no stand-in, and it may also ask for a model whose directory is corrupt."""
+    settings = {"stand_in_model": "", "models": {"broken": str(broken_model_dir)}}
+    with run_server(settings, plugin_manager(ALPHA, BETA), mlx_host_cache_dir) as running:
+        yield running

@@ -1,0 +1,53 @@
+"""The plugin facade: discovery, duplicate and overlapping prefixes, built-in models."""
+
+import pytest
+from conftest import ALPHA, ServicesPlugin
+
+from mlx_host import ServiceSpec
+from mlx_host.errors import PluginError
+from mlx_host.models.spec import EMBEDDED_LLM
+from mlx_host.plugins import PluginManager
+
+
+def manager(**plugins: tuple[str, tuple[ServiceSpec, ...]]) -> PluginManager:
+    pm = PluginManager()
+    for name, (dist, services) in plugins.items():
+        pm.register(ServicesPlugin(*services), name, dist, "1.0")
+    return pm.load(discover=False)
+
+
+def test_services_carry_their_distribution() -> None:
+    (service,) = manager(a=("dist-a", (ALPHA,))).services()
+    assert service.spec is ALPHA
+    assert (service.plugin, service.distribution, service.version) == ("a", "dist-a", "1.0")
+
+
+def test_duplicate_prefix_names_both_distributions() -> None:
+    twin = ServiceSpec(name="twin", key_prefix="alpha_", default_model="m")
+    pm = manager(a=("dist-a", (ALPHA,)), b=("dist-b", (twin,)))
+    with pytest.raises(PluginError, match="dist-a") as caught:
+        pm.services()
+    assert "dist-b" in str(caught.value)
+
+
+def test_prefix_that_starts_another_is_refused() -> None:
+    longer = ServiceSpec(name="alphabet", key_prefix="alpha_bet_", default_model="m")
+    with pytest.raises(PluginError, match="alpha_bet_"):
+        manager(a=("dist-a", (ALPHA,)), b=("dist-b", (longer,))).services()
+
+
+def test_bad_prefix_is_refused_when_declared() -> None:
+    with pytest.raises(ValueError, match="key_prefix"):
+        ServiceSpec(name="x", key_prefix="NoUnderscore", default_model="m")
+
+
+def test_builtins_register_the_embedded_model() -> None:
+    assert EMBEDDED_LLM in manager().models()
+
+
+def test_disabled_entry_points_are_not_loaded() -> None:
+    everything = PluginManager().load().plugin_names()
+    names = [n for n in everything if n != "mlx_host.builtins"]
+    pm = PluginManager(disabled=names).load()
+    assert pm.plugin_names() == ["mlx_host.builtins"]
+    assert pm.services() == []

@@ -1,0 +1,28 @@
+"""Registers the `fork` service: code generation."""
+
+from collections.abc import Callable
+
+from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+
+SERVICE = ServiceSpec(
+    name="fork",
+    key_prefix="fork_",
+    default_model="deepseek-coder",
+    description="Code generation",
+    policy=PromptPolicy(
+        system_prompt=(
+            "You are Fork, a coding assistant. Answer with correct, minimal code in fenced "
+            "blocks and a short explanation."
+        ),
+        temperature=0.2,
+        max_tokens=1024,
+        max_tokens_cap=4096,
+        allowed_models=("qwen3-14b", "smollm2-135m-instruct"),
+    ),
+)
+
+
+@hookimpl
+def mlx_host_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The `fork` service, for keys starting with `fork_`."""
+    register(SERVICE)

@@ -1,0 +1,1 @@
+"""mlx-host service plugin `lbrxvoice`: voice assistant replies."""

@@ -1,0 +1,1 @@
+"""mlx-host service plugin `vista`: medical and veterinary reasoning."""

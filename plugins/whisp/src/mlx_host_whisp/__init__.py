@@ -1,0 +1,1 @@
+"""mlx-host service plugin `whisp`: audio transcription."""

@@ -1,0 +1,29 @@
+"""Registers the `whisp` service: audio transcription."""
+
+from collections.abc import Callable
+
+from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+
+SERVICE = ServiceSpec(
+    name="whisp",
+    key_prefix="whisp_",
+    # The chat model that tidies and summarises transcripts; transcription itself uses an
+    # stt model once the audio endpoints exist.
+    default_model="qwen3-14b",
+    description="Audio transcription and transcript clean-up",
+    policy=PromptPolicy(
+        system_prompt=(
+            "You clean up speech transcripts: fix punctuation and obvious mis-hearings, keep "
+            "the speaker's words, and never add content."
+        ),
+        temperature=0.0,
+        max_tokens=1024,
+        max_tokens_cap=4096,
+    ),
+)
+
+
+@hookimpl
+def mlx_host_register_services(register: Callable[[ServiceSpec], None]) -> None:
+    """The `whisp` service, for keys starting with `whisp_`."""
+    register(SERVICE)
