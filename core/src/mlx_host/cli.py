@@ -124,3 +124,7 @@ def convert(
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
     console.print(f"wrote {dst}")
+
+
+if __name__ == "__main__":
+    app()

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from mlx_host.keys import generate_key
-from mlx_host.plugins import PluginManager
+from mlx_host.plugins import InstalledService, PluginManager
 from mlx_host.settings import Settings
 
 
@@ -49,6 +49,11 @@ class RunningServer:
         from openai import OpenAI
 
         return OpenAI(base_url=self.api_url, api_key=self.keys[service], **kwargs)
+
+
+def installed_services() -> dict[str, InstalledService]:
+    """Services found through entry points, by name (a plugin's first test checks its own)."""
+    return {s.spec.name: s for s in PluginManager().load().services()}
 
 
 def free_socket() -> socket.socket:

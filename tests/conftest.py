@@ -1,0 +1,1 @@
+"""Integration tests: every bundled plugin installed together, a real server, real clients."""
