@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 
 from mlx_host import PromptPolicy, ServiceSpec, hookimpl
 from mlx_host.plugins import PluginManager
-from mlx_host.testing import RunningServer, run_server
+from mlx_host.testing import RunningServer, free_socket, run_server
 
 ALPHA = ServiceSpec(
     name="alpha",
@@ -60,3 +64,30 @@ def server(mlx_host_cache_dir: Path, broken_model_dir: Path) -> Iterator[Running
     settings = {"stand_in_model": "", "models": {"broken": str(broken_model_dir)}}
     with run_server(settings, plugin_manager(ALPHA, BETA), mlx_host_cache_dir) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for this test session."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (.ci/run installs it with apt)"
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server failed"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)

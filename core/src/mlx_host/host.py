@@ -9,6 +9,7 @@ from mlx_host.models.manager import ModelManager
 from mlx_host.models.registry import ModelRegistry
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService, PluginManager
+from mlx_host.sessions import SessionStore, open_store
 from mlx_host.settings import Settings
 
 
@@ -20,6 +21,7 @@ class Host:
     services: dict[str, InstalledService]
     keys: KeyRing
     models: ModelManager
+    sessions: SessionStore
 
     @classmethod
     def build(cls, settings: Settings, plugins: PluginManager | None = None) -> Host:
@@ -41,4 +43,7 @@ class Host:
             weight_format=settings.weight_format,
             max_batch_size=settings.max_batch_size,
         )
-        return cls(settings, services, keys, manager)
+        sessions = open_store(
+            settings.session_backend, settings.session_ttl_seconds, settings.redis_url
+        )
+        return cls(settings, services, keys, manager, sessions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,11 @@ class PromptPolicy(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Default nucleus-sampling mass.")
     max_tokens: int = Field(512, gt=0, description="Default max_tokens when a request omits it.")
     max_tokens_cap: int = Field(2048, gt=0, description="Largest max_tokens a request may ask.")
+    history_trim: Literal["oldest", "error"] = Field(
+        "oldest",
+        description="When session history and the request exceed the model's context: drop "
+        "the oldest history messages (the response says how many), or answer 413.",
+    )
     allowed_models: tuple[str, ...] = Field(
         (), description='Models a caller may ask for instead of the default; "*" allows any.'
     )

@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         4 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
     )
+    session_backend: Literal["memory", "redis"] = Field(
+        "memory", description="Where sessions live: memory (one process) or redis (shared)."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for sessions when session_backend=redis."
+    )
+    session_ttl_seconds: float = Field(
+        7 * 24 * 3600, gt=0, description="A session expires this long after its last use."
+    )
     environment: Literal["development", "production"] = Field(
         "development", description="production requires TLS (ssl_certfile) or allow_insecure."
     )

@@ -69,8 +69,10 @@ def run_server(
     settings: dict[str, Any] | None = None,
     plugins: PluginManager | None = None,
     cache_dir: Path | None = None,
+    keys: dict[str, str] | None = None,
 ) -> Iterator[RunningServer]:
-    """Start a real uvicorn server in a thread on a free port, with one key per service."""
+    """Start a real uvicorn server in a thread on a free port, with one key per service
+    (``keys`` to reuse another server's, e.g. for two hosts sharing Redis)."""
     import uvicorn
 
     from mlx_host.app import create_app
@@ -78,7 +80,7 @@ def run_server(
     overrides = dict(settings or {})
     plugins = plugins or PluginManager(overrides.get("disabled_plugins", ())).load()
     services = plugins.services()
-    keys = {s.spec.name: generate_key(s.spec.key_prefix) for s in services}
+    keys = keys or {s.spec.name: generate_key(s.spec.key_prefix) for s in services}
     admin_key = "admin-" + generate_key("test_")
     if cache_dir is not None:
         overrides.setdefault("cache_dir", cache_dir)

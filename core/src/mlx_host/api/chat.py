@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -13,16 +13,16 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.prompt import build_prompt, request_messages
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.engine.scheduler import Delta, SamplingParams
 from mlx_host.errors import (
     InvalidRequestError,
     MLXHostError,
     PermissionDeniedError,
-    RequestTooLargeError,
 )
-from mlx_host.models.manager import LoadedModel
 from mlx_host.services import ServiceSpec
+from mlx_host.sessions import Message
 
 router = APIRouter(tags=["chat"])
 
@@ -61,32 +61,6 @@ def sampling_params(
     )
 
 
-def encode_prompt(
-    body: ChatCompletionRequest, service: ServiceSpec, model: LoadedModel
-) -> list[int]:
-    """Apply the service's system prompt and the model's chat template; check the context."""
-    messages = [
-        {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-        for m in body.messages
-    ]
-    system = service.policy.system_prompt
-    if system and not any(m["role"] == "system" for m in messages):
-        messages.insert(0, {"role": "system", "content": system})
-    try:
-        prompt = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    except Exception as exc:
-        raise InvalidRequestError(
-            f"The messages do not fit the model's chat template: {exc}", param="messages"
-        ) from exc
-    if model.context_length and len(prompt) >= model.context_length:
-        raise RequestTooLargeError(
-            f"The prompt is {len(prompt)} tokens; the model's context is "
-            f"{model.context_length} tokens",
-            param="messages",
-        )
-    return list(prompt)
-
-
 def _usage(last: Delta) -> dict[str, int]:
     return {
         "prompt_tokens": last.prompt_tokens,
@@ -100,43 +74,61 @@ async def create_chat_completion(body: ChatCompletionRequest, caller: Caller, ho
     """Create a chat completion (OpenAI-compatible).
 
     With ``stream: true`` the answer arrives as server-sent events, one chunk per piece of
-    text as the model produces it, ending with ``data: [DONE]``.
+    text as the model produces it, ending with ``data: [DONE]``. With ``session_id`` the
+    session's history comes first, and the new messages and the reply are appended to it once
+    the answer is complete (nothing is saved when generation fails or the client leaves).
     """
     service = caller.spec
     name = choose_model(service, body.model)
     params = sampling_params(body, service, host.settings.max_tokens_limit)
+    history: list[dict[str, str]] = []
+    if body.session_id is not None:
+        stored = await host.sessions.messages(service.name, body.session_id)
+        history = [{"role": m.role, "content": m.content} for m in stored]
     _, model = await host.models.get_llm(name)
-    prompt = encode_prompt(body, service, model)
+    messages = request_messages(body.messages)
+    prompt, trimmed = build_prompt(model, service.policy, history, messages, params.max_tokens)
     head = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "created": int(time.time()),
         "model": model.spec.name,
     }
+
+    async def finish(reply: str) -> dict[str, Any]:
+        """Save the turn to the session, if any; what the response says about it."""
+        if body.session_id is None:
+            return {}
+        turn = [Message(**m) for m in messages if m["role"] != "system"]
+        turn.append(Message(role="assistant", content=reply))
+        session = await host.sessions.append(service.name, body.session_id, turn)
+        return {"session": {"id": session.id, "trimmed_messages": trimmed}}
+
     deltas = model.scheduler.generate(prompt, params)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         # Wait for the first piece so that errors before any output keep their HTTP status.
         first = await anext(deltas)
         return StreamingResponse(
-            _stream(head, first, deltas, include_usage),
+            _stream(head, first, deltas, include_usage, finish),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     async with aclosing(deltas):
         parts = [d async for d in deltas]
-    last = parts[-1]
+    last, reply = parts[-1], "".join(d.text for d in parts)
     return {
         **head,
         "object": "chat.completion",
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(d.text for d in parts)},
+                "message": {"role": "assistant", "content": reply},
                 "finish_reason": last.finish_reason,
                 "logprobs": None,
             }
         ],
         "usage": _usage(last),
+        **await finish(reply),
     }
 
 
@@ -145,26 +137,30 @@ def _event(payload: dict[str, Any]) -> str:
 
 
 async def _stream(
-    head: dict[str, Any], first: Delta, rest: AsyncIterator[Delta], include_usage: bool
+    head: dict[str, Any],
+    first: Delta,
+    rest: AsyncIterator[Delta],
+    include_usage: bool,
+    finish: Callable[[str], Awaitable[dict[str, Any]]],
 ) -> AsyncIterator[str]:
     chunk = {**head, "object": "chat.completion.chunk"}
 
-    def choice(delta: dict[str, str], finish_reason: str | None = None) -> str:
-        return _event(
-            {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-        )
+    def choice(delta: dict[str, str], finish_reason: str | None = None, **extra: Any) -> str:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        return _event({**chunk, "choices": choices, **extra})
 
     yield choice({"role": "assistant", "content": ""})
-    last = first
+    last, text = first, []
     async with aclosing(rest):
         try:
             delta: Delta | None = first
             while delta is not None:
                 last = delta
+                text.append(delta.text)
                 if delta.text:
                     yield choice({"content": delta.text})
                 if delta.finish_reason:
-                    yield choice({}, delta.finish_reason)
+                    yield choice({}, delta.finish_reason, **await finish("".join(text)))
                     break
                 delta = await anext(rest, None)
         except MLXHostError as exc:

@@ -62,6 +62,9 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = Field(1, description="Only one choice per request is supported.")
+    session_id: str | None = Field(
+        None, description="Continue this server-side session (SDKs: extra_body)."
+    )
 
     def stop_list(self) -> tuple[str, ...]:
         """``stop`` as a tuple (OpenAI allows up to four)."""

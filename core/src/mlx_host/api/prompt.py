@@ -1,0 +1,67 @@
+"""Turn a chat request (plus any session history) into prompt tokens that fit the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlx_host.errors import InvalidRequestError, RequestTooLargeError
+from mlx_host.models.manager import LoadedModel
+from mlx_host.services import PromptPolicy
+
+Messages = list[dict[str, str]]
+
+
+def _template(model: LoadedModel, messages: Messages) -> list[int]:
+    try:
+        return list(model.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    except Exception as exc:
+        raise InvalidRequestError(
+            f"The messages do not fit the model's chat template: {exc}", param="messages"
+        ) from exc
+
+
+def build_prompt(
+    model: LoadedModel,
+    policy: PromptPolicy,
+    history: Messages,
+    messages: Messages,
+    max_tokens: int,
+) -> tuple[list[int], int]:
+    """Prompt tokens for ``history + messages`` with the policy's system prompt, and how many
+    history messages were dropped to fit the context (the policy's ``history_trim`` rule).
+
+    The request's own messages are never dropped: if they alone do not fit, 413.
+    """
+    system: Messages = []
+    if policy.system_prompt and not any(m["role"] == "system" for m in history + messages):
+        system = [{"role": "system", "content": policy.system_prompt}]
+    limit = model.context_length or 0
+
+    def too_long(prompt: list[int]) -> bool:
+        return bool(limit) and len(prompt) + max_tokens > limit
+
+    prompt = _template(model, system + history + messages)
+    if too_long(prompt) and history and policy.history_trim == "error":
+        raise RequestTooLargeError(
+            f"The session history and request need {len(prompt) + max_tokens} tokens with "
+            f"max_tokens; the model's context is {limit}",
+            param="session_id",
+        )
+    trimmed = 0
+    while too_long(prompt) and trimmed < len(history):
+        trimmed += 1
+        prompt = _template(model, system + history[trimmed:] + messages)
+    if limit and len(prompt) >= limit:
+        raise RequestTooLargeError(
+            f"The prompt is {len(prompt)} tokens; the model's context is {limit} tokens",
+            param="messages",
+        )
+    return prompt, trimmed
+
+
+def request_messages(body_messages: list[Any]) -> Messages:
+    """The request's messages as plain dicts (``developer`` is the system role to templates)."""
+    return [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        for m in body_messages
+    ]

@@ -1,0 +1,80 @@
+"""In-memory sessions: the development default (lost when the process ends)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from mlx_host.sessions.store import Message, Session, SessionStore, new_session, not_found
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions in a dict, guarded by one lock."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        super().__init__(ttl_seconds)
+        self._sessions: dict[str, Session] = {}
+        self._messages: dict[str, list[Message]] = {}
+        self._lock = asyncio.Lock()
+
+    def _live(self, service: str, session_id: str) -> Session:
+        session = self._sessions.get(session_id)
+        if session is not None and session.expires_at <= time.time():
+            self._drop(session_id)
+            session = None
+        if session is None or session.service != service:
+            raise not_found(session_id)
+        return session
+
+    def _drop(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+        self._messages.pop(session_id, None)
+
+    def _touch(self, session: Session, **changes: object) -> Session:
+        now = time.time()
+        touched = session.model_copy(
+            update={"updated_at": now, "expires_at": now + self.ttl, **changes}
+        )
+        self._sessions[session.id] = touched
+        return touched
+
+    async def create(self, service: str, metadata: dict[str, str]) -> Session:
+        session = new_session(service, metadata, self.ttl)
+        async with self._lock:
+            self._sessions[session.id] = session
+            self._messages[session.id] = []
+        return session
+
+    async def get(self, service: str, session_id: str) -> Session:
+        async with self._lock:
+            return self._touch(self._live(service, session_id))
+
+    async def list(
+        self, service: str, limit: int, after: str | None = None
+    ) -> tuple[list[Session], bool]:
+        async with self._lock:
+            now = time.time()
+            mine = [
+                s for s in self._sessions.values() if s.service == service and s.expires_at > now
+            ]
+        mine.sort(key=lambda s: (s.created_at, s.id))
+        if after is not None:
+            ids = [s.id for s in mine]
+            mine = mine[ids.index(after) + 1 :] if after in ids else []
+        return mine[:limit], len(mine) > limit
+
+    async def delete(self, service: str, session_id: str) -> None:
+        async with self._lock:
+            self._live(service, session_id)
+            self._drop(session_id)
+
+    async def messages(self, service: str, session_id: str) -> list[Message]:
+        async with self._lock:
+            self._touch(self._live(service, session_id))
+            return list(self._messages[session_id])
+
+    async def append(self, service: str, session_id: str, messages: list[Message]) -> Session:
+        async with self._lock:
+            session = self._live(service, session_id)
+            self._messages[session_id].extend(messages)
+            return self._touch(session, message_count=len(self._messages[session_id]))

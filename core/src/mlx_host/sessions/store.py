@@ -1,0 +1,105 @@
+"""The session store interface, its data, and the choice of backend from settings.
+
+Every method takes the caller's service: a session is only ever visible to the service that
+created it, and any other service gets 404, exactly as for a session that does not exist.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mlx_host.errors import NotFoundError
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class Message(BaseModel):
+    """One stored message."""
+
+    role: Role
+    content: str
+    created_at: float = Field(default_factory=time.time)
+
+
+class Session(BaseModel):
+    """A conversation's record (its messages are read separately)."""
+
+    id: str
+    object: Literal["session"] = "session"
+    service: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: float
+    updated_at: float
+    expires_at: float
+    message_count: int = 0
+
+
+def new_session(service: str, metadata: dict[str, str], ttl: float) -> Session:
+    """A fresh session record with a random, unguessable id."""
+    now = time.time()
+    return Session(
+        id=f"sess_{secrets.token_urlsafe(18)}",
+        service=service,
+        metadata=metadata,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + ttl,
+    )
+
+
+def not_found(session_id: str) -> NotFoundError:
+    """The one error for a session that is missing, expired or another service's."""
+    return NotFoundError(f"No session {session_id!r}", param="session_id", code="session_not_found")
+
+
+class SessionStore(ABC):
+    """Sessions with a sliding TTL: every read or write of a session extends it."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+
+    @abstractmethod
+    async def create(self, service: str, metadata: dict[str, str]) -> Session:
+        """Create an empty session owned by ``service``."""
+
+    @abstractmethod
+    async def get(self, service: str, session_id: str) -> Session:
+        """The session, or 404 when missing, expired or owned by another service."""
+
+    @abstractmethod
+    async def list(
+        self, service: str, limit: int, after: str | None = None
+    ) -> tuple[list[Session], bool]:
+        """``service``'s sessions, oldest first, after the session ``after``; and whether more
+        follow."""
+
+    @abstractmethod
+    async def delete(self, service: str, session_id: str) -> None:
+        """Remove the session and its messages (404 as for ``get``)."""
+
+    @abstractmethod
+    async def messages(self, service: str, session_id: str) -> list[Message]:
+        """The session's messages, oldest first (404 as for ``get``)."""
+
+    @abstractmethod
+    async def append(self, service: str, session_id: str, messages: list[Message]) -> Session:
+        """Append ``messages`` in one atomic step: concurrent appends never interleave."""
+
+    async def close(self) -> None:  # noqa: B027 (optional for backends)
+        """Release connections."""
+
+
+def open_store(backend: str, ttl_seconds: float, redis_url: str, **options: Any) -> SessionStore:
+    """The backend named in settings."""
+    if backend == "redis":
+        from mlx_host.sessions.redis import RedisSessionStore
+
+        return RedisSessionStore(redis_url, ttl_seconds, **options)
+    from mlx_host.sessions.memory import MemorySessionStore
+
+    return MemorySessionStore(ttl_seconds)
