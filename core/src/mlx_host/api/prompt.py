@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mlx_host.api.schemas import ChatMessage
 from mlx_host.errors import InvalidRequestError, RequestTooLargeError
 from mlx_host.models.manager import LoadedModel
 from mlx_host.services import PromptPolicy
@@ -59,7 +58,7 @@ def build_prompt(
     return prompt, trimmed
 
 
-def request_messages(body_messages: list[Any]) -> Messages:
+def request_messages(body_messages: list[ChatMessage]) -> Messages:
     """The request's messages as plain dicts (``developer`` is the system role to templates)."""
     return [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()}

@@ -137,7 +137,12 @@ class BatchScheduler:
                     self._step()
         finally:
             error = ServiceUnavailableError(f"model {self.name!r} was unloaded")
-            for job in self._jobs.values():
+            waiting = list(self._jobs.values())
+            while not self._inbox.empty():  # requests that arrived after the stop
+                item = self._inbox.get_nowait()
+                if isinstance(item, _Job):
+                    waiting.append(item)
+            for job in waiting:
                 job.emit(error)
             self._generator.close()
 
