@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.prompt import build_prompt, request_messages
@@ -112,6 +113,8 @@ async def create_chat_completion(body: ChatCompletionRequest, caller: Caller, ho
             _stream(head, first, deltas, include_usage, finish),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            # Frees the batch slot even when the client left before the body was sent.
+            background=BackgroundTask(deltas.aclose),
         )
     async with aclosing(deltas):
         parts = [d async for d in deltas]
