@@ -1,8 +1,12 @@
-"""Settings come from MLX_HOST_* variables, and .env.example documents every one."""
+"""Settings come from MLX_HOST_* variables, and .env.example (`mlx-host env-example`) documents
+every one."""
 
 import re
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from mlx_host.cli import app
 from mlx_host.settings import Settings
 
 EXAMPLE = Path(__file__).parents[2] / ".env.example"
@@ -17,6 +21,11 @@ def test_comma_separated_lists(monkeypatch) -> None:
     assert settings.disabled_plugins == ["fork"]
     assert settings.models == {"qwen3-14b": "/m/qwen"}
     assert "vista_a" not in repr(settings)
+
+
+def test_env_example_is_what_the_cli_prints() -> None:
+    printed = CliRunner().invoke(app, ["env-example"]).stdout
+    assert printed == EXAMPLE.read_text(), "regenerate: uv run mlx-host env-example > .env.example"
 
 
 def test_env_example_lists_every_setting() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +17,17 @@ from mlx_host.host import Host
 from mlx_host.plugins import PluginManager
 from mlx_host.settings import Settings, get_settings
 
+logger = logging.getLogger(__name__)
 API_PREFIXES = ("/api/v1", "/v1")
+
+
+async def _unload_idle_models(host: Host, every_seconds: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            await host.models.unload_idle()
+        except Exception:  # keep sweeping; one failed unload must not stop the TTLs
+            logger.exception("idle unload failed")
 
 
 def create_app(settings: Settings | None = None, plugins: PluginManager | None = None) -> FastAPI:
@@ -25,7 +37,10 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await host.models.auto_load()
+        sweeper = asyncio.create_task(_unload_idle_models(host))
         yield
+        sweeper.cancel()
         await host.models.close()
         await host.sessions.close()
 

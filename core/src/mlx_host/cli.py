@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -87,6 +88,27 @@ def plugins() -> None:
             s.spec.name, s.spec.key_prefix, s.spec.default_model, s.distribution, s.version
         )
     console.print(table)
+
+
+@app.command("env-example")
+def env_example() -> None:
+    """Print every setting as a commented .env line with its default (this is .env.example)."""
+    from mlx_host.settings import Settings
+
+    print("# Every mlx-host setting, with its default. Copy to .env and uncomment what you change.")
+    print("# Variables override .env. Lists are comma-separated; MLX_HOST_MODELS is a JSON object.")
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if name == "cache_dir":
+            default = "~/.cache/mlx-host"  # not this machine's home
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        elif isinstance(default, list):
+            default = ",".join(default)
+        elif isinstance(default, dict):
+            default = json.dumps(default)
+        value = "" if default is None else default
+        print(f"\n# {info.description}\n# MLX_HOST_{name.upper()}={value}")
 
 
 @models_app.command("convert")

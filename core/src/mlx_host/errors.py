@@ -69,6 +69,14 @@ class NotFoundError(MLXHostError):
     error_type = "not_found_error"
 
 
+class ConflictError(MLXHostError):
+    """The resource is in a state that forbids the change, e.g. unloading a busy model (409)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
 class RequestTooLargeError(MLXHostError):
     """A body or prompt over the configured limits (413)."""
 

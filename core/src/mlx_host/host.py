@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlx_host.keys import KeyRing
-from mlx_host.models.manager import ModelManager
+from mlx_host.models.config_file import read_models_file
+from mlx_host.models.manager import ModelManager, physical_memory
 from mlx_host.models.registry import ModelRegistry
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService, PluginManager
@@ -31,8 +32,16 @@ class Host:
         registry = ModelRegistry(stand_in=settings.stand_in_model)
         for spec in plugins.models():
             registry.register(spec)
+        if settings.models_file is not None:
+            for spec in read_models_file(settings.models_file):
+                registry.register(spec)
         for name, source in settings.models.items():
-            registry.register(ModelSpec(name=name, source=source))
+            known = registry.find(name)
+            registry.register(
+                known.model_copy(update={"source": source})
+                if known and known.name == name
+                else ModelSpec(name=name, source=source)
+            )
         for service in services.values():
             registry.declare(service.spec.default_model)
         keys = KeyRing({s.spec.key_prefix: name for name, s in services.items()})
@@ -42,6 +51,8 @@ class Host:
             cache_dir=settings.cache_dir,
             weight_format=settings.weight_format,
             max_batch_size=settings.max_batch_size,
+            budget_bytes=settings.memory_budget_bytes
+            or physical_memory() - settings.memory_margin_bytes,
         )
         sessions = open_store(
             settings.session_backend, settings.session_ttl_seconds, settings.redis_url

@@ -43,6 +43,20 @@ class Settings(BaseSettings):
         '"/models/qwen3-14b-mlx"}. A source is a local MLX directory, a Hugging Face-format '
         'directory, a .gguf file, or "package:<distribution>/<path inside it>".',
     )
+    models_file: Path | None = Field(
+        None,
+        description="TOML file of [models.<name>] tables: source, aliases, priority, "
+        "pinned, auto_load, idle_ttl_seconds, memory_bytes, weight_format, context_length.",
+    )
+    memory_budget_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Bytes all loaded models may use. Empty: physical memory minus "
+        "memory_margin_bytes.",
+    )
+    memory_margin_bytes: int = Field(
+        4 * 1024**3, ge=0, description="Memory left to the system when the budget is derived."
+    )
     stand_in_model: str = Field(
         "smollm2-135m-instruct",
         description="Model that serves an alias with no configured source (a service default "

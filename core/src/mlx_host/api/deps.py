@@ -40,6 +40,21 @@ def get_caller(host: HostDep, credentials: Credentials) -> InstalledService:
 Caller = Annotated[InstalledService, Depends(get_caller)]
 
 
+def get_reader(host: HostDep, credentials: Credentials) -> InstalledService | None:
+    """For read-only status endpoints: a service key (its service) or the admin key (None)."""
+    admin = host.settings.admin_key
+    if (
+        credentials is not None
+        and admin is not None
+        and same_secret(credentials.credentials, admin.get_secret_value())
+    ):
+        return None
+    return get_caller(host, credentials)
+
+
+Reader = Annotated[InstalledService | None, Depends(get_reader)]
+
+
 def require_service(name: str) -> Callable[[InstalledService], None]:
     """A dependency that lets only keys of service ``name`` through (403 for others)."""
 

@@ -1,63 +1,98 @@
-"""``GET /models``: the models the caller's service may use, in OpenAI's list shape."""
+"""``/models``: what a key may use (OpenAI's list shape, with memory details), and management.
+
+Service keys see their service's models; the admin key sees every registered model and may
+load and unload them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.deps import HostDep, Reader, require_admin
 from mlx_host.errors import NotFoundError, ServiceUnavailableError
-from mlx_host.models.registry import ModelRegistry
-from mlx_host.services import ServiceSpec
+from mlx_host.models.manager import ModelManager
+from mlx_host.plugins import InstalledService
 
 router = APIRouter(tags=["models"])
+Admin = [Depends(require_admin)]
 
 
-def visible_models(registry: ModelRegistry, service: ServiceSpec) -> list[str]:
-    """Names the service may ask for: its default first, then what its policy allows."""
-    allowed = service.policy.allowed_models
-    names = [s.name for s in registry.specs()] if "*" in allowed else list(allowed)
-    return [service.default_model, *(n for n in names if n != service.default_model)]
+def visible_models(manager: ModelManager, reader: InstalledService | None) -> list[str]:
+    """Names a reader may see: every model for the admin; for a service its default first,
+    then what its policy allows."""
+    every = [s.name for s in manager.registry.specs()]
+    if reader is None:
+        return every
+    service = reader.spec
+    allowed = every if "*" in service.policy.allowed_models else service.policy.allowed_models
+    return [service.default_model, *(n for n in allowed if n != service.default_model)]
 
 
-def _describe(registry: ModelRegistry, name: str, loaded: set[str]) -> dict[str, Any]:
+def describe(manager: ModelManager, name: str) -> dict[str, Any]:
+    """One model in OpenAI's shape plus what serves it and what it costs in memory."""
+    entry: dict[str, Any] = {"id": name, "object": "model", "created": 0}
     try:
-        resolved = registry.resolve(name)
+        resolved = manager.registry.resolve(name)
     except ServiceUnavailableError:  # declared, but no weights and no stand-in here
-        return {"id": name, "object": "model", "created": 0, "owned_by": "mlx-host",
-                "served_by": None, "stand_in": False, "loaded": False}  # fmt: skip
+        return {**entry, "owned_by": "mlx-host", "served_by": None, "loaded": False}
+    spec = resolved.spec
+    loaded = manager.get_loaded(spec.name)
     return {
-        "id": name,
-        "object": "model",
-        "created": 0,
-        "owned_by": resolved.spec.owned_by,
-        "kind": resolved.spec.kind,
-        "served_by": resolved.spec.name,
+        **entry,
+        "owned_by": spec.owned_by,
+        "kind": spec.kind,
+        "aliases": list(spec.aliases),
+        "served_by": spec.name,
         "stand_in": resolved.stand_in,
-        "loaded": resolved.spec.name in loaded,
+        "loaded": loaded is not None,
+        "memory_bytes": loaded.memory_bytes if loaded else None,
+        "last_used": loaded.last_used if loaded else None,
+        "weight_format": loaded.weight_format if loaded else manager.weight_format_for(spec),
+        "priority": spec.priority,
+        "pinned": spec.pinned,
+        "auto_load": spec.auto_load,
+        "idle_ttl_seconds": spec.idle_ttl_seconds,
     }
 
 
 @router.get("/models")
-async def list_models(caller: Caller, host: HostDep) -> dict[str, Any]:
-    """List the models this key's service may use. ``served_by`` names the model that
-    actually answers (a stand-in where the machine lacks the service's default)."""
-    registry = host.models.registry
-    loaded = {m.spec.name for m in host.models.loaded()}
+async def list_models(reader: Reader, host: HostDep) -> dict[str, Any]:
+    """List the models this key may use, with loaded state and measured memory."""
+    manager = host.models
     data = []
-    for name in visible_models(registry, caller.spec):
+    for name in visible_models(manager, reader):
         try:
-            data.append(_describe(registry, name, loaded))
+            data.append(describe(manager, name))
         except NotFoundError:
             continue  # a policy may allow a model this machine does not have
     return {"object": "list", "data": data}
 
 
+@router.get("/models/memory/usage")
+async def memory_usage(_: Reader, host: HostDep) -> dict[str, Any]:
+    """The memory budget, what is used and free, and each loaded model's measured share."""
+    return host.models.usage()
+
+
 @router.get("/models/{model_id:path}")
-async def retrieve_model(model_id: str, caller: Caller, host: HostDep) -> dict[str, Any]:
-    """Describe one model the caller's service may use (404 otherwise)."""
-    if model_id not in visible_models(host.models.registry, caller.spec):
+async def retrieve_model(model_id: str, reader: Reader, host: HostDep) -> dict[str, Any]:
+    """Describe one model this key may use (404 otherwise)."""
+    if model_id not in visible_models(host.models, reader):
         raise NotFoundError(f"The model {model_id!r} does not exist", code="model_not_found")
-    loaded = {m.spec.name for m in host.models.loaded()}
-    return _describe(host.models.registry, model_id, loaded)
+    return describe(host.models, model_id)
+
+
+@router.post("/models/{model_id}/load", dependencies=Admin)
+async def load_model(model_id: str, host: HostDep) -> dict[str, Any]:
+    """Load a model now (admin), evicting idle ones if the budget requires it."""
+    await host.models.load(host.models.registry.resolve(model_id).spec)
+    return describe(host.models, model_id)
+
+
+@router.post("/models/{model_id}/unload", dependencies=Admin)
+async def unload_model(model_id: str, host: HostDep) -> dict[str, Any]:
+    """Unload a model now (admin); 409 while it has requests in flight."""
+    await host.models.unload(model_id)
+    return describe(host.models, model_id)

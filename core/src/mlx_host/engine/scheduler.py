@@ -83,20 +83,32 @@ class BatchScheduler:
         self._thread = threading.Thread(target=self._run, name=f"mlx-{name}", daemon=True)
         self.active_requests = 0
         self.weight_bytes = 0
+        self.cache_bytes = 0  # KV caches held by the batch, refreshed every step
+        self._accepting = True
 
     def start(self) -> Future[TokenizerWrapper]:
         """Start the worker; the future resolves to the tokenizer once the model is loaded."""
         self._thread.start()
         return self._loaded
 
+    def stop_accepting(self) -> None:
+        """Refuse new requests from now on (call from the event loop before ``close``)."""
+        self._accepting = False
+
     def close(self) -> None:
         """Stop the worker after its current step; pending requests get an error."""
+        self._accepting = False
         self._inbox.put(_STOP)
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 
     async def generate(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
         """Yield the request's text as it is generated; leaving early cancels it at once."""
+        if not self._accepting:
+            raise ServiceUnavailableError(
+                f"The model {self.name!r} was just unloaded; retry to load it again",
+                headers={"Retry-After": "1"},
+            )
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
         job = _Job(prompt, params, lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d))
@@ -145,6 +157,10 @@ class BatchScheduler:
             for job in waiting:
                 job.emit(error)
             self._generator.close()
+            # Drop the last references so MLX frees the weights and caches now.
+            self._generator = self._model = None  # type: ignore[assignment]
+            self.cache_bytes = 0
+            mx.clear_cache()
 
     def _new_generator(self) -> BatchGenerator:
         return BatchGenerator(
@@ -205,6 +221,7 @@ class BatchScheduler:
             job = self._jobs.get(r.uid)
             if job is not None:
                 self._deliver(job, r.token, r.finish_reason)
+        self.cache_bytes = self._generator.prompt_cache_nbytes if self._jobs else 0
 
     def _deliver(self, job: _Job, token: int, finish_reason: str | None) -> None:
         job.completion_tokens += 1

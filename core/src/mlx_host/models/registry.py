@@ -34,14 +34,15 @@ class ModelRegistry:
 
     def declare(self, name: str) -> None:
         """Make ``name`` known without weights (a service default not configured here)."""
-        if self._lookup(name) is None:
+        if self.find(name) is None:
             self._specs[name] = ModelSpec(name=name)
 
     def specs(self) -> list[ModelSpec]:
         """Every registered model, in registration order."""
         return list(self._specs.values())
 
-    def _lookup(self, name: str) -> ModelSpec | None:
+    def find(self, name: str) -> ModelSpec | None:
+        """The spec registered under ``name`` or with it as an alias."""
         if name in self._specs:
             return self._specs[name]
         return next((s for s in self._specs.values() if name in s.aliases), None)
@@ -49,12 +50,12 @@ class ModelRegistry:
     def resolve(self, name: str) -> Resolved:
         """The model serving ``name``: 404 when unknown, 503 when it has no weights here and no
         stand-in is configured."""
-        spec = self._lookup(name)
+        spec = self.find(name)
         if spec is None:
             raise NotFoundError(f"The model {name!r} does not exist", code="model_not_found")
         if spec.source is not None:
             return Resolved(name, spec)
-        stand_in = self._lookup(self._stand_in) if self._stand_in else None
+        stand_in = self.find(self._stand_in) if self._stand_in else None
         if stand_in is None or stand_in.source is None:
             raise ServiceUnavailableError(
                 f"The model {name!r} has no source configured on this server (set MLX_HOST_MODELS)"

