@@ -91,3 +91,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, mlx_host_cache_dir: Path) -> dict:
+    """Three distinct random llama models of different sizes, written with real MLX code."""
+    from mlx_host.engine.random_model import write_random_llama
+    from mlx_host.models.sources import prepare
+    from mlx_host.models.spec import EMBEDDED_SOURCE
+
+    tokenizer_dir = prepare(EMBEDDED_SOURCE, mlx_host_cache_dir, "quantized")
+    root = tmp_path_factory.mktemp("tiny-models")
+    sizes = {"tiny-a": 64, "tiny-b": 128, "tiny-c": 96}
+    return {
+        name: write_random_llama(root / name, tokenizer_dir, hidden_size=size, seed=i)
+        for i, (name, size) in enumerate(sizes.items())
+    }

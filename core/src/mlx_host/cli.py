@@ -121,31 +121,98 @@ def convert(
 ) -> None:
     """Convert a model into an MLX directory that mlx-host (and mlx-lm) can serve."""
     from mlx_host.engine.device import preferred_weight_format
-    from mlx_host.models.sources import convert_gguf_file
+    from mlx_host.models.sources import convert_into_cache
 
     if dst.exists():
         console.print(f"[red]error:[/red] {dst} already exists")
         raise typer.Exit(2)
     fmt = preferred_weight_format(weight_format)
     try:
-        if src.is_dir():
-            from mlx_host.engine.hf import convert_hf
+        with Progress(console=console) as progress:
+            task = progress.add_task(f"converting {src.name} ({fmt})", total=None)
 
-            with console.status(f"converting {src} with mlx-lm ({fmt})"):
-                convert_hf(src, dst, fmt)
-        else:
-            with Progress(console=console) as progress:
-                task = progress.add_task(f"converting {src.name} ({fmt})", total=None)
-                convert_gguf_file(
-                    src,
-                    dst,
-                    fmt,
-                    lambda done, total: progress.update(task, completed=done, total=total),
-                )
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            convert_into_cache(src, dst, fmt, advance)
     except MLXHostError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
     console.print(f"wrote {dst}")
+
+
+ServerUrl = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default: from the host/port settings).")
+]
+
+
+def _admin_call(method: str, path: str, url: str | None) -> dict:
+    """Call a running server's management API with MLX_HOST_ADMIN_KEY."""
+    import httpx
+
+    settings = get_settings()
+    if settings.admin_key is None:
+        console.print("[red]error:[/red] set MLX_HOST_ADMIN_KEY to manage a running server")
+        raise typer.Exit(2)
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {"Authorization": f"Bearer {settings.admin_key.get_secret_value()}"}
+    try:
+        response = httpx.request(method, f"{base}/api/v1{path}", headers=headers, timeout=None)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]error:[/red] cannot reach {base}: {exc}")
+        raise typer.Exit(1) from exc
+    body = response.json()
+    if response.status_code >= 400:
+        console.print(f"[red]error {response.status_code}:[/red] {body['error']['message']}")
+        raise typer.Exit(1)
+    return body
+
+
+def _gib(value: int | None) -> str:
+    return "" if value is None else f"{value / 1024**3:.2f} GiB"
+
+
+@models_app.command("list")
+def list_models(url: ServerUrl = None) -> None:
+    """List a running server's models: loaded state, memory, priority, pins."""
+    models = _admin_call("GET", "/models", url)["data"]
+    usage = _admin_call("GET", "/models/memory/usage", url)
+    table = Table(
+        title=f"Models ({_gib(usage['used_bytes'])} used of {_gib(usage['budget_bytes'])})"
+    )
+    for column in (
+        "model",
+        "kind",
+        "loaded",
+        "memory",
+        "format",
+        "priority",
+        "pinned",
+        "served by",
+    ):
+        table.add_column(column)
+    for m in models:
+        table.add_row(
+            m["id"], m.get("kind", ""), "yes" if m["loaded"] else "", _gib(m.get("memory_bytes")),
+            m.get("weight_format", ""), str(m.get("priority", "")),
+            "yes" if m.get("pinned") else "", m.get("served_by") or "(no source)",
+        )  # fmt: skip
+    console.print(table)
+
+
+@models_app.command("load")
+def load_model(name: str, url: ServerUrl = None) -> None:
+    """Load a model on a running server now (evicting idle ones if the budget needs it)."""
+    with console.status(f"loading {name}"):
+        model = _admin_call("POST", f"/models/{name}/load", url)
+    console.print(f"loaded {name}: {_gib(model['memory_bytes'])}")
+
+
+@models_app.command("unload")
+def unload_model(name: str, url: ServerUrl = None) -> None:
+    """Unload a model on a running server."""
+    _admin_call("POST", f"/models/{name}/unload", url)
+    console.print(f"unloaded {name}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def describe(manager: ModelManager, name: str) -> dict[str, Any]:
         "loaded": loaded is not None,
         "memory_bytes": loaded.memory_bytes if loaded else None,
         "last_used": loaded.last_used if loaded else None,
-        "weight_format": loaded.weight_format if loaded else manager.weight_format_for(spec),
+        "weight_format": loaded.weight_format if loaded else manager.planned_format(spec),
         "priority": spec.priority,
         "pinned": spec.pinned,
         "auto_load": spec.auto_load,

@@ -26,7 +26,7 @@ from mlx_host.errors import (
     ServiceUnavailableError,
 )
 from mlx_host.models.registry import ModelRegistry, Resolved
-from mlx_host.models.sources import prepare
+from mlx_host.models.sources import needs_conversion, prepare
 from mlx_host.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -105,6 +105,14 @@ class ModelManager:
 
         setting = (spec and spec.weight_format) or self._weight_format_setting
         return preferred_weight_format(setting)
+
+    def planned_format(self, spec: ModelSpec) -> str:
+        """What a model's weights will be once loaded: converted, or as stored."""
+        try:
+            convert = spec.source is not None and needs_conversion(spec.source)
+        except ModelLoadError:
+            return "unavailable"
+        return self.weight_format_for(spec) if convert else "as stored"
 
     @property
     def weight_format(self) -> str:
@@ -187,7 +195,7 @@ class ModelManager:
         finally:
             del self._reserved[spec.name]
         config = json.loads((path / "config.json").read_text())
-        stored = fmt if path.is_relative_to(self._cache_dir) else "as stored"
+        stored = fmt if needs_conversion(spec.source) else "as stored"
         context = spec.context_length or config.get("max_position_embeddings")
         model = LoadedModel(spec, path, stored, scheduler, tokenizer, context)
         self._loaded[spec.name] = model

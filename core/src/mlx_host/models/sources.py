@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -41,32 +42,77 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_mlx_directory(path: Path) -> bool:
+    """Whether a model directory's safetensors were written by MLX (else: Hugging Face format)."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return False
+    try:
+        with files[0].open("rb") as f:
+            header_size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(min(header_size, 100 * 1024**2)))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{files[0]} is not a readable safetensors file") from exc
+    return (header.get("__metadata__") or {}).get("format") == "mlx"
+
+
+def directory_digest(path: Path) -> str:
+    """Identity of a Hugging Face-format directory: its config and its files' names and sizes
+    (hashing many gigabytes of weights on every start would cost minutes)."""
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(path.iterdir()):
+        digest.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def needs_conversion(source: str) -> bool:
+    """Whether ``source`` is converted before loading (GGUF files, Hugging Face directories)."""
+    path = locate(source)
+    return not (path.is_dir() and is_mlx_directory(path))
+
+
 def prepare(
     source: str, cache_dir: Path, weight_format: str, progress: Progress | None = None
 ) -> Path:
-    """An MLX model directory for ``source``: directories as they are (mlx-lm reads MLX and
-    Hugging Face formats), GGUF files converted once into ``cache_dir`` by content hash."""
+    """An MLX model directory for ``source``: MLX directories as they are; GGUF files and
+    Hugging Face directories converted once into ``cache_dir``, keyed by their content."""
     path = locate(source)
     if path.is_dir():
-        return path
-    if path.suffix != ".gguf":
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"model directory {path} has no config.json")
+        if is_mlx_directory(path):
+            return path
+        key = directory_digest(path)
+    elif path.suffix == ".gguf":
+        key = file_digest(path)
+    else:
         raise ModelLoadError(f"unsupported model file {path.name!r} (expected .gguf)")
-    target = cache_dir / "models" / f"{file_digest(path)[:24]}-{weight_format}"
+    target = cache_dir / "models" / f"{key[:24]}-{weight_format}"
     if (target / "config.json").exists():
         return target
-    return convert_gguf_file(path, target, weight_format, progress)
+    return convert_into_cache(path, target, weight_format, progress)
 
 
-def convert_gguf_file(
+def convert_into_cache(
     src: Path, dst: Path, weight_format: str, progress: Progress | None = None
 ) -> Path:
-    """Convert ``src`` into ``dst`` atomically: a half-written directory is never left behind."""
+    """Convert a GGUF file or Hugging Face directory into ``dst`` atomically: a half-written
+    directory is never left behind."""
     from mlx_host.engine.gguf import convert_gguf
+    from mlx_host.engine.hf import convert_hf
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".converting-") as tmp:
         staging = Path(tmp) / "model"
-        convert_gguf(src, staging, weight_format, progress)  # type: ignore[arg-type]
+        try:
+            if src.is_dir():
+                convert_hf(src, staging, weight_format)  # type: ignore[arg-type]
+            else:
+                convert_gguf(src, staging, weight_format, progress)  # type: ignore[arg-type]
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"converting {src} failed: {exc}") from exc
         try:
             staging.rename(dst)
         except OSError:

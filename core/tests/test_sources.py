@@ -1,4 +1,4 @@
-"""GGUF conversion of the embedded model: names, config, tokenizer, both weight formats."""
+"""Model sources: GGUF conversion (names, config, tokenizer, formats), Hugging Face directories."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from mlx_host.engine.gguf import mlx_tensor_name
 from mlx_host.errors import ModelLoadError
-from mlx_host.models.sources import locate, prepare
+from mlx_host.models.sources import locate, needs_conversion, prepare
 from mlx_host.models.spec import EMBEDDED_SOURCE
 
 
@@ -48,3 +48,17 @@ def test_missing_sources_fail_at_once() -> None:
         locate("package:no-such-dist/x.gguf")
     with pytest.raises(ModelLoadError, match="hub"):
         locate("HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+def test_hugging_face_directory_is_converted_once(
+    tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    from mlx_host.engine.random_model import write_random_llama
+
+    hf = write_random_llama(tmp_path / "hf", tiny_models["tiny-a"], file_format="pt")
+    assert needs_conversion(str(hf))
+    converted = prepare(str(hf), tmp_path / "cache", "float16")
+    assert converted != hf and not needs_conversion(str(converted))
+    config = json.loads((converted / "config.json").read_text())
+    assert config["model_type"] == "llama"
+    assert prepare(str(hf), tmp_path / "cache", "float16") == converted

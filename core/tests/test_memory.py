@@ -1,0 +1,212 @@
+"""The memory manager with real models: budgets, eviction order, pins, in-flight requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import plugin_manager
+
+from mlx_host import PromptPolicy, ServiceSpec
+from mlx_host.testing import RunningServer, run_server
+
+GAMMA = ServiceSpec(
+    name="gamma",
+    key_prefix="gamma_",
+    default_model="tiny-a",
+    policy=PromptPolicy(temperature=0, max_tokens=4, allowed_models=("*",)),
+)
+DELTA = ServiceSpec(
+    name="delta",
+    key_prefix="delta_",
+    default_model="tiny-b",
+    policy=PromptPolicy(temperature=0, max_tokens=4, allowed_models=("*",)),
+)
+Start = Callable[..., AbstractContextManager[RunningServer]]
+
+
+def size(path: Path) -> int:
+    return (path / "model.safetensors").stat().st_size
+
+
+@pytest.fixture
+def start(tiny_models: dict[str, Path], mlx_host_cache_dir: Path, tmp_path: Path) -> Start:
+    """Start a server whose models file lists the tiny models, with per-model ``extra`` keys."""
+
+    def run(budget: int, **extra: dict[str, Any]) -> AbstractContextManager[RunningServer]:
+        lines = []
+        for name, path in tiny_models.items():
+            lines.append(f'[models.{name}]\nsource = "{path}"')
+            lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}"
+                      for k, v in extra.get(name, {}).items()]  # fmt: skip
+        models_file = tmp_path / "models.toml"
+        models_file.write_text("\n".join(lines))
+        settings = {
+            "models_file": models_file,
+            "memory_budget_bytes": budget,
+            "stand_in_model": "",
+        }
+        return run_server(settings, plugin_manager(GAMMA, DELTA), mlx_host_cache_dir)
+
+    return run
+
+
+def chat(server: RunningServer, service: str, model: str = "default", **kw: Any) -> httpx.Response:
+    return httpx.post(
+        f"{server.api_url}/chat/completions",
+        headers={"Authorization": f"Bearer {server.keys[service]}"},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], **kw},
+        timeout=60,
+    )
+
+
+def usage(server: RunningServer) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    return httpx.get(f"{server.url}/api/v1/models/memory/usage", headers=headers).json()
+
+
+def loaded(server: RunningServer) -> set[str]:
+    return {m["name"] for m in usage(server)["models"]}
+
+
+def admin(server: RunningServer, action: str, model: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    return httpx.post(f"{server.url}/api/v1/models/{model}/{action}", headers=headers, timeout=60)
+
+
+def two_of_three(tiny: dict[str, Path]) -> int:
+    """A budget that holds tiny-a with tiny-b, or either with tiny-c, but not all three."""
+    return size(tiny["tiny-b"]) + size(tiny["tiny-c"]) + 1_000_000
+
+
+def test_hot_models_stay_and_the_third_evicts_the_least_recent(
+    start: Start, tiny_models: dict[str, Path]
+) -> None:
+    with start(two_of_three(tiny_models)) as server:
+        for _ in range(3):  # services alternate; both defaults stay loaded
+            assert chat(server, "gamma").status_code == 200
+            assert chat(server, "delta").status_code == 200
+        assert loaded(server) == {"tiny-a", "tiny-b"}
+        assert server.app.state.host.models.loads == 2
+        report = usage(server)
+        assert report["used_bytes"] == sum(m["memory_bytes"] for m in report["models"])
+        for m in report["models"]:  # measured bytes are the weights actually loaded
+            assert abs(m["weight_bytes"] - size(tiny_models[m["name"]])) < 0.01 * m["weight_bytes"]
+        assert report["free_bytes"] == report["budget_bytes"] - report["used_bytes"]
+
+        assert chat(server, "gamma", "tiny-c").status_code == 200  # tiny-a used least recently
+        assert loaded(server) == {"tiny-b", "tiny-c"}
+        assert usage(server)["used_bytes"] <= usage(server)["budget_bytes"]
+
+
+def test_lower_priority_goes_first_even_if_used_recently(
+    start: Start, tiny_models: dict[str, Path]
+) -> None:
+    with start(two_of_three(tiny_models), **{"tiny-b": {"priority": -1}}) as server:
+        chat(server, "delta")
+        chat(server, "gamma")  # tiny-a is now the least recent, but tiny-b has lower priority
+        assert chat(server, "gamma", "tiny-c").status_code == 200
+        assert loaded(server) == {"tiny-a", "tiny-c"}
+
+
+def test_pinned_models_are_never_evicted(start: Start, tiny_models: dict[str, Path]) -> None:
+    budget = size(tiny_models["tiny-a"]) + size(tiny_models["tiny-c"]) + 1_000_000
+    with start(budget, **{"tiny-a": {"pinned": True}}) as server:
+        chat(server, "gamma")
+        assert chat(server, "delta").status_code == 503  # tiny-b cannot fit beside pinned tiny-a
+        assert chat(server, "gamma", "tiny-c").status_code == 200
+        chat(server, "gamma")
+        response = chat(server, "delta")
+        assert loaded(server) == {"tiny-a", "tiny-c"} or response.status_code == 200
+        assert "tiny-a" in loaded(server)
+
+
+def test_nothing_evictable_is_503_naming_the_holders(
+    start: Start, tiny_models: dict[str, Path]
+) -> None:
+    with start(size(tiny_models["tiny-b"]) + 1_000_000, **{"tiny-a": {"pinned": True}}) as server:
+        assert chat(server, "gamma").status_code == 200
+        response = chat(server, "delta")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        error = response.json()["error"]
+        assert error["code"] == "insufficient_memory"
+        assert "tiny-a" in error["message"] and "pinned" in error["message"]
+        assert chat(server, "gamma").status_code == 200  # the loaded model keeps serving
+
+
+def test_model_streaming_a_reply_is_never_evicted(
+    start: Start, tiny_models: dict[str, Path]
+) -> None:
+    with start(two_of_three(tiny_models)) as server:
+        chat(server, "delta")
+        body = {"model": "default", "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 400, "stream": True}  # fmt: skip
+        headers = {"Authorization": f"Bearer {server.keys['gamma']}"}
+        with httpx.stream(
+            "POST", f"{server.api_url}/chat/completions", headers=headers, json=body, timeout=60
+        ) as stream:
+            lines = stream.iter_lines()
+            next(lines)
+            time.sleep(0.2)  # tiny-b is now the least recently used, tiny-a is busy
+            # tiny-a is the least recent model but busy: tiny-b must go instead.
+            assert chat(server, "delta", "tiny-c").status_code == 200
+            assert loaded(server) == {"tiny-a", "tiny-c"}
+            assert sum(1 for line in lines if line.startswith("data: {")) > 5
+
+
+def test_concurrent_first_requests_share_one_load(
+    start: Start, tiny_models: dict[str, Path]
+) -> None:
+    with start(10**9) as server:
+
+        async def both() -> list[int]:
+            calls = [asyncio.to_thread(chat, server, "gamma", "tiny-c") for _ in range(3)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+        assert asyncio.run(both()) == [200, 200, 200]
+        assert server.app.state.host.models.loads == 1
+
+
+def test_idle_ttl_unloads(start: Start, tiny_models: dict[str, Path]) -> None:
+    with start(10**9, **{"tiny-a": {"idle_ttl_seconds": 1}}) as server:
+        chat(server, "gamma")
+        chat(server, "delta")
+        deadline = time.monotonic() + 10
+        while "tiny-a" in loaded(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert loaded(server) == {"tiny-b"}
+
+
+def test_auto_load_and_admin_load_unload(start: Start, tiny_models: dict[str, Path]) -> None:
+    with start(10**9, **{"tiny-c": {"auto_load": True}}) as server:
+        assert loaded(server) == {"tiny-c"}
+        assert admin(server, "load", "tiny-a").json()["loaded"] is True
+        assert admin(server, "unload", "tiny-c").json()["loaded"] is False
+        assert loaded(server) == {"tiny-a"}
+        assert admin(server, "unload", "tiny-c").status_code == 404
+        service_key = {"Authorization": f"Bearer {server.keys['gamma']}"}
+        denied = httpx.post(f"{server.url}/api/v1/models/tiny-b/load", headers=service_key)
+        assert denied.status_code == 401
+
+
+def test_models_listing_shows_memory_and_state(start: Start, tiny_models: dict[str, Path]) -> None:
+    with start(10**9, **{"tiny-b": {"pinned": True, "priority": 5}}) as server:
+        chat(server, "gamma")
+        headers = {"Authorization": f"Bearer {server.admin_key}"}
+        models = {
+            m["id"]: m
+            for m in httpx.get(f"{server.api_url}/models", headers=headers).json()["data"]
+        }
+        assert {"tiny-a", "tiny-b", "tiny-c", "smollm2-135m-instruct"} <= set(models)
+        assert models["tiny-a"]["loaded"] and models["tiny-a"]["memory_bytes"] > 0
+        assert models["tiny-a"]["last_used"] is not None
+        assert not models["tiny-b"]["loaded"] and models["tiny-b"]["pinned"]
+        assert models["tiny-b"]["priority"] == 5
+        assert models["tiny-c"]["weight_format"] == "as stored"
