@@ -14,6 +14,7 @@ import pytest
 from conftest import plugin_manager
 
 from mlx_host import PromptPolicy, ServiceSpec
+from mlx_host.models.spec import EMBEDDED_SOURCE
 from mlx_host.testing import RunningServer, run_server
 
 GAMMA = ServiceSpec(
@@ -210,3 +211,23 @@ def test_models_listing_shows_memory_and_state(start: Start, tiny_models: dict[s
         assert not models["tiny-b"]["loaded"] and models["tiny-b"]["pinned"]
         assert models["tiny-b"]["priority"] == 5
         assert models["tiny-c"]["weight_format"] == "as stored"
+
+
+def test_embedded_model_in_two_formats_measures_each(
+    mlx_host_cache_dir: Path, tmp_path: Path
+) -> None:
+    models_file = tmp_path / "models.toml"
+    models_file.write_text(
+        f'[models.smol-quantized]\nsource = "{EMBEDDED_SOURCE}"\nweight_format = "quantized"\n'
+        f'[models.smol-float32]\nsource = "{EMBEDDED_SOURCE}"\nweight_format = "float32"\n'
+    )
+    settings = {"models_file": models_file, "stand_in_model": ""}
+    with run_server(settings, plugin_manager(GAMMA), mlx_host_cache_dir) as server:
+        for name in ("smol-quantized", "smol-float32"):
+            reply = chat(server, "gamma", name, max_tokens=8)
+            assert reply.status_code == 200, reply.text
+        report = {m["name"]: m for m in usage(server)["models"]}
+    quantized, full = report["smol-quantized"], report["smol-float32"]
+    # Q4/Q8 weights are several times smaller than the same model in float32.
+    assert 3 * quantized["weight_bytes"] < full["weight_bytes"]
+    assert full["weight_bytes"] > 500_000_000
