@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from mlx_host.api import chat, health, models, sessions
+from mlx_host.api import chat, completions, health, models, sessions
 from mlx_host.api.body_limit import BodyLimitMiddleware
 from mlx_host.api.deps import require_service
 from mlx_host.api.errors import install_error_handlers
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
 
     api = APIRouter()
-    for router in (chat.router, models.router, sessions.router, health.router):
+    for router in (chat.router, completions.router, models.router, sessions.router, health.router):
         api.include_router(router)
     for prefix in API_PREFIXES:
         app.include_router(api, prefix=prefix)

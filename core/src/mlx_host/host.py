@@ -50,7 +50,11 @@ class Host:
             registry,
             cache_dir=settings.cache_dir,
             weight_format=settings.weight_format,
-            max_batch_size=settings.max_batch_size,
+            scheduler_options={
+                "max_batch_size": settings.max_batch_size,
+                "max_queued": settings.max_queued_requests,
+                "prompt_cache_bytes": settings.prompt_cache_bytes,
+            },
             budget_bytes=settings.memory_budget_bytes
             or physical_memory() - settings.memory_margin_bytes,
         )

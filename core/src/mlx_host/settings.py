@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         32, description="Most sequences one model decodes together in its continuous batch."
     )
+    max_queued_requests: int = Field(
+        64, ge=0, description="Requests that may wait for a batch slot per model; more get 429."
+    )
+    prompt_cache_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Per model: bytes of KV state kept to reuse shared prompt "
+        "prefixes across turns (counted in the model's memory).",
+    )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
     )

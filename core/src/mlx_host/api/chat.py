@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.prompt import build_prompt, request_messages
-from mlx_host.api.schemas import ChatCompletionRequest
-from mlx_host.engine.scheduler import Delta, SamplingParams
-from mlx_host.errors import (
-    InvalidRequestError,
-    MLXHostError,
-    PermissionDeniedError,
-)
+from mlx_host.api.responses import collect, stream_response, usage
+from mlx_host.api.schemas import ChatCompletionRequest, GenerationRequest
+from mlx_host.engine.scheduler import SamplingParams
+from mlx_host.errors import InvalidRequestError, PermissionDeniedError
 from mlx_host.services import ServiceSpec
 from mlx_host.sessions import Message
 
@@ -40,12 +32,10 @@ def choose_model(service: ServiceSpec, requested: str | None) -> str:
     return name
 
 
-def sampling_params(
-    body: ChatCompletionRequest, service: ServiceSpec, limit: int
-) -> SamplingParams:
+def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -> SamplingParams:
     """The request's sampling parameters with the service's defaults filled in and caps applied."""
     policy = service.policy
-    max_tokens = body.max_completion_tokens or body.max_tokens or policy.max_tokens
+    max_tokens = body.requested_max_tokens() or policy.max_tokens
     cap = min(policy.max_tokens_cap, limit)
     if max_tokens > cap:
         raise InvalidRequestError(
@@ -60,14 +50,6 @@ def sampling_params(
         seed=body.seed,
         stop=body.stop_list(),
     )
-
-
-def _usage(last: Delta) -> dict[str, int]:
-    return {
-        "prompt_tokens": last.prompt_tokens,
-        "completion_tokens": last.completion_tokens,
-        "total_tokens": last.prompt_tokens + last.completion_tokens,
-    }
 
 
 @router.post("/chat/completions")
@@ -106,19 +88,16 @@ async def create_chat_completion(body: ChatCompletionRequest, caller: Caller, ho
 
     deltas = model.scheduler.generate(prompt, params)
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        # Wait for the first piece so that errors before any output keep their HTTP status.
-        first = await anext(deltas)
-        return StreamingResponse(
-            _stream(head, first, deltas, include_usage, finish),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            # Frees the batch slot even when the client left before the body was sent.
-            background=BackgroundTask(deltas.aclose),
-        )
-    async with aclosing(deltas):
-        parts = [d async for d in deltas]
-    last, reply = parts[-1], "".join(d.text for d in parts)
+        return await stream_response(
+            deltas,
+            {**head, "object": "chat.completion.chunk"},
+            _chunk_choice,
+            include_usage=body.include_usage(),
+            on_finish=finish,
+            opening={"index": 0, "delta": {"role": "assistant", "content": ""},
+                     "finish_reason": None},
+        )  # fmt: skip
+    reply, last = await collect(deltas)
     return {
         **head,
         "object": "chat.completion",
@@ -130,45 +109,10 @@ async def create_chat_completion(body: ChatCompletionRequest, caller: Caller, ho
                 "logprobs": None,
             }
         ],
-        "usage": _usage(last),
+        "usage": usage(last),
         **await finish(reply),
     }
 
 
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-async def _stream(
-    head: dict[str, Any],
-    first: Delta,
-    rest: AsyncIterator[Delta],
-    include_usage: bool,
-    finish: Callable[[str], Awaitable[dict[str, Any]]],
-) -> AsyncIterator[str]:
-    chunk = {**head, "object": "chat.completion.chunk"}
-
-    def choice(delta: dict[str, str], finish_reason: str | None = None, **extra: Any) -> str:
-        choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
-        return _event({**chunk, "choices": choices, **extra})
-
-    yield choice({"role": "assistant", "content": ""})
-    last, text = first, []
-    async with aclosing(rest):
-        try:
-            delta: Delta | None = first
-            while delta is not None:
-                last = delta
-                text.append(delta.text)
-                if delta.text:
-                    yield choice({"content": delta.text})
-                if delta.finish_reason:
-                    yield choice({}, delta.finish_reason, **await finish("".join(text)))
-                    break
-                delta = await anext(rest, None)
-        except MLXHostError as exc:
-            yield _event(exc.body())
-            return
-    if include_usage:
-        yield _event({**chunk, "choices": [], "usage": _usage(last)})
-    yield "data: [DONE]\n\n"
+def _chunk_choice(text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish_reason}

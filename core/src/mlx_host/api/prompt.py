@@ -50,12 +50,18 @@ def build_prompt(
     while too_long(prompt) and trimmed < len(history):
         trimmed += 1
         prompt = _template(model, system + history[trimmed:] + messages)
+    check_fits(prompt, model, "messages")
+    return prompt, trimmed
+
+
+def check_fits(prompt: list[int], model: LoadedModel, param: str) -> None:
+    """413 when the prompt alone fills the model's context."""
+    limit = model.context_length
     if limit and len(prompt) >= limit:
         raise RequestTooLargeError(
             f"The prompt is {len(prompt)} tokens; the model's context is {limit} tokens",
-            param="messages",
+            param=param,
         )
-    return prompt, trimmed
 
 
 def request_messages(body_messages: list[ChatMessage]) -> Messages:

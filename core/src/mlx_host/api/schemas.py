@@ -46,15 +46,13 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """Body of ``POST /chat/completions``."""
+class GenerationRequest(BaseModel):
+    """What chat and text completion requests share: model choice and sampling."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str | None = Field(None, description='Omitted or "default": the service default.')
-    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
@@ -62,9 +60,14 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = Field(1, description="Only one choice per request is supported.")
-    session_id: str | None = Field(
-        None, description="Continue this server-side session (SDKs: extra_body)."
-    )
+
+    def requested_max_tokens(self) -> int | None:
+        """The caller's token limit, if any."""
+        return self.max_tokens
+
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a usage chunk."""
+        return bool(self.stream_options and self.stream_options.include_usage)
 
     def stop_list(self) -> tuple[str, ...]:
         """``stop`` as a tuple (OpenAI allows up to four)."""
@@ -72,3 +75,31 @@ class ChatCompletionRequest(BaseModel):
         if len(stops) > 4:
             raise InvalidRequestError("At most 4 stop sequences are allowed", param="stop")
         return tuple(stops)
+
+
+class ChatCompletionRequest(GenerationRequest):
+    """Body of ``POST /chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    session_id: str | None = Field(
+        None, description="Continue this server-side session (SDKs: extra_body)."
+    )
+
+    def requested_max_tokens(self) -> int | None:
+        """``max_completion_tokens`` (the newer name) wins over ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(GenerationRequest):
+    """Body of ``POST /completions`` (legacy text completion: no chat template)."""
+
+    prompt: str | list[str] = Field(description="The text to continue (one prompt only).")
+
+    def prompt_text(self) -> str:
+        """The single prompt; 400 for several."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) != 1:
+            raise InvalidRequestError("Only one prompt per request is supported", param="prompt")
+        return self.prompt[0]

@@ -21,11 +21,17 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm import load
 from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_host.engine.sampling import make_request_sampler
 from mlx_host.engine.stops import StopMatcher
-from mlx_host.errors import InvalidRequestError, ModelLoadError, ServiceUnavailableError
+from mlx_host.errors import (
+    InvalidRequestError,
+    ModelLoadError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ class Delta:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
 
 
 @dataclass(eq=False)
@@ -58,6 +65,7 @@ class _Job:
     emit: Callable[[Delta | BaseException], None]
     uid: int | None = None
     completion_tokens: int = 0
+    cached_tokens: int = 0
     detokenizer: Any = None
     stops: StopMatcher = field(init=False)
 
@@ -65,19 +73,33 @@ class _Job:
         self.stops = StopMatcher(list(self.params.stop))
 
     def delta(self, text: str, finish_reason: str | None = None) -> Delta:
-        return Delta(text, finish_reason, len(self.prompt), self.completion_tokens)
+        return Delta(
+            text, finish_reason, len(self.prompt), self.completion_tokens, self.cached_tokens
+        )
 
 
 _STOP = object()
+_CACHE_KEY = "model"  # one prompt cache per scheduler, so one key
 
 
 class BatchScheduler:
     """Owns one LLM: loads it in its worker thread and serves every request in one batch."""
 
-    def __init__(self, model_path: Path, *, max_batch_size: int = 32, name: str = "llm") -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        max_batch_size: int = 32,
+        max_queued: int = 64,
+        prompt_cache_bytes: int = 1 << 30,
+        name: str = "llm",
+    ) -> None:
         self.model_path = model_path
         self.max_batch_size = max_batch_size
+        self.capacity = max_batch_size + max_queued
         self.name = name
+        # KV state of finished requests, reused when a new prompt shares a prefix with one.
+        self._prompt_cache = LRUPromptCache(max_size=64, max_bytes=prompt_cache_bytes)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loaded: Future[TokenizerWrapper] = Future()
         self._thread = threading.Thread(target=self._run, name=f"mlx-{name}", daemon=True)
@@ -107,6 +129,13 @@ class BatchScheduler:
         if not self._accepting:
             raise ServiceUnavailableError(
                 f"The model {self.name!r} was just unloaded; retry to load it again",
+                headers={"Retry-After": "1"},
+            )
+        if self.active_requests >= self.capacity:
+            raise RateLimitError(
+                f"The model {self.name!r} has {self.active_requests} requests running or "
+                "queued, its limit; retry shortly",
+                code="queue_full",
                 headers={"Retry-After": "1"},
             )
         loop = asyncio.get_running_loop()
@@ -158,7 +187,7 @@ class BatchScheduler:
                 job.emit(error)
             self._generator.close()
             # Drop the last references so MLX frees the weights and caches now.
-            self._generator = self._model = None  # type: ignore[assignment]
+            self._generator = self._model = self._prompt_cache = None  # type: ignore[assignment]
             self.cache_bytes = 0
             mx.clear_cache()
 
@@ -187,12 +216,27 @@ class BatchScheduler:
             else:
                 self._insert(item)
 
+    def _cached_prefix(self, prompt: list[int]) -> tuple[Any, list[int]]:
+        """The longest cached KV state for ``prompt`` and the tokens still to process."""
+        cache, rest = self._prompt_cache.fetch_nearest_cache(_CACHE_KEY, prompt)
+        if cache is not None and not rest:
+            # The whole prompt is cached, but the generator needs a token to start from.
+            if not can_trim_prompt_cache(cache):
+                return None, prompt
+            trim_prompt_cache(cache, 1)
+            rest = prompt[-1:]
+        return cache, rest
+
     def _insert(self, job: _Job) -> None:
         p = job.params
+        cache, rest = self._cached_prefix(job.prompt)
+        job.cached_tokens = len(job.prompt) - len(rest)
         try:
             (job.uid,) = self._generator.insert(
-                [job.prompt],
+                [rest],
                 max_tokens=[p.max_tokens],
+                caches=[cache],
+                all_tokens=[job.prompt[: job.cached_tokens]],
                 samplers=[make_request_sampler(p.temperature, p.top_p, p.seed)],
             )
         except ValueError as exc:
@@ -220,22 +264,29 @@ class BatchScheduler:
         for r in responses:
             job = self._jobs.get(r.uid)
             if job is not None:
-                self._deliver(job, r.token, r.finish_reason)
-        self.cache_bytes = self._generator.prompt_cache_nbytes if self._jobs else 0
+                self._deliver(job, r)
+        active = self._generator.prompt_cache_nbytes if self._jobs else 0
+        self.cache_bytes = active + self._prompt_cache.nbytes
 
-    def _deliver(self, job: _Job, token: int, finish_reason: str | None) -> None:
+    def _deliver(self, job: _Job, r: Any) -> None:
         job.completion_tokens += 1
+        finish_reason = r.finish_reason
         detok = job.detokenizer
         if finish_reason != "stop":  # the end-of-sequence token itself is not text
-            detok.add_token(token)
+            detok.add_token(r.token)
         if finish_reason is not None:
             detok.finalize()
         text, stopped = job.stops.feed(detok.last_segment)
         if stopped:
-            self._generator.remove([job.uid])
+            caches = self._generator.remove([job.uid], return_prompt_caches=True)
+            if job.uid in caches:
+                cache, tokens = caches[job.uid]
+                self._prompt_cache.insert_cache(_CACHE_KEY, list(tokens), cache)
             finish_reason = "stop"
         elif finish_reason is not None:
             text += job.stops.flush()
+            if r.prompt_cache is not None:
+                self._prompt_cache.insert_cache(_CACHE_KEY, list(r.all_tokens), r.prompt_cache)
         if finish_reason is not None:
             del self._jobs[job.uid]
             job.emit(job.delta(text, finish_reason))

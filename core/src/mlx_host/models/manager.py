@@ -85,7 +85,7 @@ class ModelManager:
         *,
         cache_dir: Path,
         weight_format: str,
-        max_batch_size: int,
+        scheduler_options: dict[str, int],
         budget_bytes: int,
     ) -> None:
         self.registry = registry
@@ -93,7 +93,7 @@ class ModelManager:
         self.loads = 0  # completed loads, for status and tests
         self._cache_dir = cache_dir
         self._weight_format_setting = weight_format
-        self._max_batch_size = max_batch_size
+        self._scheduler_options = scheduler_options
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._reserved: dict[str, int] = {}  # estimates of loads in progress
@@ -190,7 +190,7 @@ class ModelManager:
             await self._make_room(spec.name, estimate)
             self._reserved[spec.name] = estimate
         try:
-            scheduler = BatchScheduler(path, max_batch_size=self._max_batch_size, name=spec.name)
+            scheduler = BatchScheduler(path, name=spec.name, **self._scheduler_options)
             tokenizer = await asyncio.wrap_future(scheduler.start())
         finally:
             del self._reserved[spec.name]

@@ -1,0 +1,96 @@
+"""Turning a request's stream of generated text into OpenAI responses: whole, or as SSE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from mlx_host.engine.scheduler import Delta
+from mlx_host.errors import MLXHostError
+
+#: Builds one choice of a chunk from a piece of text and, on the last chunk, the finish reason.
+ChoiceBuilder = Callable[[str, str | None], dict[str, Any]]
+#: Called once the answer is complete with its whole text; returns fields to add to the end.
+OnFinish = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+def usage(last: Delta) -> dict[str, Any]:
+    """OpenAI's usage object, with the prompt tokens served from the prompt cache."""
+    return {
+        "prompt_tokens": last.prompt_tokens,
+        "completion_tokens": last.completion_tokens,
+        "total_tokens": last.prompt_tokens + last.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": last.cached_tokens},
+    }
+
+
+async def collect(deltas: AsyncIterator[Delta]) -> tuple[str, Delta]:
+    """The whole answer and its last delta (which carries the finish reason and counts)."""
+    async with aclosing(deltas):
+        parts = [d async for d in deltas]
+    return "".join(d.text for d in parts), parts[-1]
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def stream_response(
+    deltas: AsyncIterator[Delta],
+    head: dict[str, Any],
+    choice: ChoiceBuilder,
+    *,
+    include_usage: bool,
+    on_finish: OnFinish,
+    opening: dict[str, Any] | None = None,
+) -> StreamingResponse:
+    """Server-sent events, one chunk per piece of text as it is generated, then ``[DONE]``.
+
+    Waits for the first piece, so that errors before any output keep their HTTP status.
+    """
+    first = await anext(deltas)
+    return StreamingResponse(
+        _events(first, deltas, head, choice, include_usage, on_finish, opening),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # Frees the batch slot even when the client left before the body was sent.
+        background=BackgroundTask(deltas.aclose),  # type: ignore[attr-defined]
+    )
+
+
+async def _events(
+    first: Delta,
+    rest: AsyncIterator[Delta],
+    head: dict[str, Any],
+    choice: ChoiceBuilder,
+    include_usage: bool,
+    on_finish: OnFinish,
+    opening: dict[str, Any] | None,
+) -> AsyncIterator[str]:
+    if opening is not None:
+        yield _event({**head, "choices": [opening]})
+    last, text = first, []
+    async with aclosing(rest):  # type: ignore[type-var]
+        try:
+            delta: Delta | None = first
+            while delta is not None:
+                last = delta
+                text.append(delta.text)
+                if delta.text:
+                    yield _event({**head, "choices": [choice(delta.text, None)]})
+                if delta.finish_reason:
+                    extra = await on_finish("".join(text))
+                    yield _event({**head, "choices": [choice("", delta.finish_reason)], **extra})
+                    break
+                delta = await anext(rest, None)
+        except MLXHostError as exc:
+            yield _event(exc.body())
+            return
+    if include_usage:
+        yield _event({**head, "choices": [], "usage": usage(last)})
+    yield "data: [DONE]\n\n"

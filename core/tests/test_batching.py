@@ -1,0 +1,84 @@
+"""The continuous batch: prompt-cache reuse across turns, and the bounded queue."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+from conftest import ALPHA, plugin_manager
+
+from mlx_host.testing import RunningServer, run_server
+
+
+def test_second_turn_reuses_the_first_turns_cache(server: RunningServer) -> None:
+    client = server.openai("alpha")
+    turn = [{"role": "user", "content": "Tell me one fact about owls."}]
+    first = client.chat.completions.create(model="default", messages=turn, max_tokens=16)
+    turn += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And one about cats?"},
+    ]
+    second = client.chat.completions.create(model="default", messages=turn, max_tokens=16)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached >= first.usage.prompt_tokens - 1
+    assert cached < second.usage.prompt_tokens
+
+
+def test_cached_prompt_gives_the_same_greedy_answer(server: RunningServer) -> None:
+    client = server.openai("alpha")
+    ask = [{"role": "user", "content": "What is the largest planet?"}]
+    cold = client.chat.completions.create(model="default", messages=ask, max_tokens=20)
+    warm = client.chat.completions.create(model="default", messages=ask, max_tokens=20)
+    assert warm.usage.prompt_tokens_details.cached_tokens == warm.usage.prompt_tokens - 1
+    assert warm.choices[0].message.content == cold.choices[0].message.content
+
+
+def test_full_queue_is_429_with_retry_after(mlx_host_cache_dir: Path) -> None:
+    settings = {"max_batch_size": 1, "max_queued_requests": 0}
+    with run_server(settings, plugin_manager(ALPHA), mlx_host_cache_dir) as server:
+        url = f"{server.api_url}/chat/completions"
+        headers = {"Authorization": f"Bearer {server.keys['alpha']}"}
+        body = {"messages": [{"role": "user", "content": "Tell a long story."}],
+                "max_tokens": 200, "stream": True}  # fmt: skip
+        with httpx.stream("POST", url, headers=headers, json=body, timeout=60) as running:
+            assert running.status_code == 200
+            rejected = httpx.post(url, headers=headers, json={**body, "stream": False})
+            assert rejected.status_code == 429
+            assert rejected.headers["Retry-After"] == "1"
+            assert rejected.json()["error"]["code"] == "queue_full"
+        client = server.openai("alpha", max_retries=0)
+        deadline = time.monotonic() + 10  # the closed stream frees its slot
+        while True:
+            try:
+                ok = client.chat.completions.create(
+                    model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+                )
+                break
+            except openai.RateLimitError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert ok.choices[0].finish_reason
+
+
+def test_text_completion(server: RunningServer) -> None:
+    client = server.openai("alpha")
+    reply = client.completions.create(
+        model="default", prompt="The capital of France is", max_tokens=6, temperature=0
+    )
+    assert reply.object == "text_completion"
+    assert "Paris" in reply.choices[0].text
+    assert reply.usage.completion_tokens <= 6
+
+
+def test_text_completion_streams(server: RunningServer) -> None:
+    stream = server.openai("alpha").completions.create(
+        model="default", prompt="One, two, three,", max_tokens=12, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    pieces = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
+    assert len(pieces) > 3
+    assert chunks[-1].usage.completion_tokens == 12
+    assert any(c.choices and c.choices[0].finish_reason == "length" for c in chunks)
