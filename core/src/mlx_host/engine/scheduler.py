@@ -107,6 +107,7 @@ class BatchScheduler:
         self.weight_bytes = 0
         self.cache_bytes = 0  # KV caches held by the batch, refreshed every step
         self._accepting = True
+        self._steps = 0
 
     def start(self) -> Future[TokenizerWrapper]:
         """Start the worker; the future resolves to the tokenizer once the model is loaded."""
@@ -261,14 +262,18 @@ class BatchScheduler:
             self._generator.close()
             self._generator = self._new_generator()
             return
+        finished = False
         for r in responses:
             job = self._jobs.get(r.uid)
             if job is not None:
-                self._deliver(job, r)
-        active = self._generator.prompt_cache_nbytes if self._jobs else 0
-        self.cache_bytes = active + self._prompt_cache.nbytes
+                finished |= self._deliver(job, r)
+        self._steps += 1
+        if finished or self._steps % 32 == 0:  # summing every layer's cache costs a step's tail
+            active = self._generator.prompt_cache_nbytes if self._jobs else 0
+            self.cache_bytes = active + self._prompt_cache.nbytes
 
-    def _deliver(self, job: _Job, r: Any) -> None:
+    def _deliver(self, job: _Job, r: Any) -> bool:
+        """Send the token's text to its request; True when the request finished."""
         job.completion_tokens += 1
         finish_reason = r.finish_reason
         detok = job.detokenizer
@@ -290,5 +295,7 @@ class BatchScheduler:
         if finish_reason is not None:
             del self._jobs[job.uid]
             job.emit(job.delta(text, finish_reason))
-        elif text:
+            return True
+        if text:
             job.emit(job.delta(text))
+        return False
