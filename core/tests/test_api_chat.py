@@ -181,3 +181,19 @@ def test_corrupt_model_is_503_and_others_keep_serving(server: RunningServer) -> 
         model="default", messages=QUESTION, max_tokens=10
     )
     assert reply.choices[0].message.content
+
+
+def test_client_leaving_a_non_streaming_request_frees_the_slot(server: RunningServer) -> None:
+    story = [{"role": "user", "content": "Write a long essay about the history of Rome."}]
+    body = {"messages": story, "max_tokens": 250}
+    headers = {"Authorization": f"Bearer {server.keys['alpha']}"}
+    url = f"{server.api_url}/chat/completions"
+    assert httpx.post(url, headers=headers, json={**body, "max_tokens": 1}, timeout=60).is_success
+    (model,) = server.app.state.host.models.loaded()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, headers=headers, json=body, timeout=2)
+    assert model.scheduler.active_requests == 1  # still generating when the client left
+    deadline = time.monotonic() + 5
+    while model.scheduler.active_requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert model.scheduler.active_requests == 0

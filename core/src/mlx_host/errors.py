@@ -106,5 +106,13 @@ class ModelLoadError(ServiceUnavailableError):
     code = "model_load_failed"
 
 
+class ClientDisconnectedError(MLXHostError):
+    """The client left before its answer was ready (499, as nginx logs it; nobody reads it)."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_disconnected"
+
+
 class PluginError(Exception):
     """A plugin or service definition that stops the server from starting (never sent to users)."""

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.prompt import build_prompt, request_messages
@@ -53,7 +53,9 @@ def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -
 
 
 @router.post("/chat/completions")
-async def create_chat_completion(body: ChatCompletionRequest, caller: Caller, host: HostDep):
+async def create_chat_completion(
+    body: ChatCompletionRequest, caller: Caller, host: HostDep, request: Request
+):
     """Create a chat completion (OpenAI-compatible).
 
     With ``stream: true`` the answer arrives as server-sent events, one chunk per piece of
@@ -97,7 +99,7 @@ async def create_chat_completion(body: ChatCompletionRequest, caller: Caller, ho
             opening={"index": 0, "delta": {"role": "assistant", "content": ""},
                      "finish_reason": None},
         )  # fmt: skip
-    reply, last = await collect(deltas)
+    reply, last = await collect(deltas, request)
     return {
         **head,
         "object": "chat.completion",

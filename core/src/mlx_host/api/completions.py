@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from mlx_host.api.chat import choose_model, sampling_params
 from mlx_host.api.deps import Caller, HostDep
@@ -26,7 +26,9 @@ async def _nothing(_: str) -> dict[str, Any]:
 
 
 @router.post("/completions")
-async def create_completion(body: CompletionRequest, caller: Caller, host: HostDep):
+async def create_completion(
+    body: CompletionRequest, caller: Caller, host: HostDep, request: Request
+):
     """Continue ``prompt`` as plain text (OpenAI-compatible); ``stream: true`` for SSE.
 
     The service's defaults and caps apply; its system prompt does not (there is no chat).
@@ -48,5 +50,5 @@ async def create_completion(body: CompletionRequest, caller: Caller, host: HostD
         return await stream_response(
             deltas, head, _choice, include_usage=body.include_usage(), on_finish=_nothing
         )
-    text, last = await collect(deltas)
+    text, last = await collect(deltas, request)
     return {**head, "choices": [_choice(text, last.finish_reason)], "usage": usage(last)}

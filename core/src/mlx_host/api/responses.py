@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from mlx_host.engine.scheduler import Delta
-from mlx_host.errors import MLXHostError
+from mlx_host.errors import ClientDisconnectedError, MLXHostError
 
+DISCONNECT_POLL_SECONDS = 0.25
 #: Builds one choice of a chunk from a piece of text and, on the last chunk, the finish reason.
 ChoiceBuilder = Callable[[str, str | None], dict[str, Any]]
 #: Called once the answer is complete with its whole text; returns fields to add to the end.
@@ -29,10 +33,25 @@ def usage(last: Delta) -> dict[str, Any]:
     }
 
 
-async def collect(deltas: AsyncIterator[Delta]) -> tuple[str, Delta]:
-    """The whole answer and its last delta (which carries the finish reason and counts)."""
-    async with aclosing(deltas):
-        parts = [d async for d in deltas]
+async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
+    """The whole answer and its last delta (which carries the finish reason and counts).
+
+    If the client goes away first, generation is cancelled so its batch slot frees at once.
+    """
+
+    async def gather() -> list[Delta]:
+        async with aclosing(deltas):  # type: ignore[type-var]
+            return [d async for d in deltas]
+
+    task = asyncio.create_task(gather())
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise ClientDisconnectedError("The client disconnected")
+    parts = task.result()
     return "".join(d.text for d in parts), parts[-1]
 
 
