@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +50,10 @@ def serve(
             "MLX_HOST_SSL_KEYFILE, or MLX_HOST_ALLOW_INSECURE=true behind a TLS proxy"
         )
         raise typer.Exit(2)
+    # uvicorn configures only its own loggers; ours say what loads, converts and evicts.
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
+    )
     services = _services()
     if not settings.api_keys:
         keys = [generate_key(s.spec.key_prefix) for s in services]

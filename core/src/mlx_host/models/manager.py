@@ -184,6 +184,7 @@ class ModelManager:
         if spec.source is None:
             raise ModelLoadError(f"The model {spec.name!r} has no source configured")
         fmt = self.weight_format_for(spec)
+        logger.info("loading %s from %s (%s)", spec.name, spec.source, fmt)
         path = await asyncio.to_thread(prepare, spec.source, self._cache_dir, fmt)
         estimate = spec.memory_bytes or weight_file_bytes(path)
         async with self._room:
