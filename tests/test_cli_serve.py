@@ -51,3 +51,14 @@ def test_serve_prints_keys_that_work_and_never_logs_them(
         proc.wait(timeout=30)
     text = log.read_text()
     assert text.count(key) == 1  # printed once at start, never logged afterwards
+
+
+def test_production_refuses_to_serve_without_tls(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_HOST_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "mlx_host.cli", "serve"],
+        env={**env, "MLX_HOST_ENVIRONMENT": "production", "COLUMNS": "200"},
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "TLS" in run.stdout and "MLX_HOST_ALLOW_INSECURE" in run.stdout
