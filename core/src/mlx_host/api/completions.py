@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from mlx_host.api.chat import choose_model, sampling_params
 from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.policy import choose_model, sampling_params
 from mlx_host.api.prompt import check_fits
 from mlx_host.api.responses import collect, stream_response, usage
 from mlx_host.api.schemas import CompletionRequest

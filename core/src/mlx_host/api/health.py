@@ -15,7 +15,7 @@ router = APIRouter(tags=["health"])
 @router.get("/health")
 async def health(host: HostDep) -> dict[str, Any]:
     """Server status, the MLX device, the BLAS in use, the weight format chosen for converted
-    models, the installed services and the loaded models."""
+    models, the installed services and the memory use of the loaded models."""
     from mlx_host.engine import device
 
     return {
@@ -32,13 +32,5 @@ async def health(host: HostDep) -> dict[str, Any]:
             }
             for name, s in host.services.items()
         ],
-        "models_loaded": [
-            {
-                "name": m.spec.name,
-                "weight_format": m.weight_format,
-                "weight_bytes": m.scheduler.weight_bytes,
-                "active_requests": m.scheduler.active_requests,
-            }
-            for m in host.models.loaded()
-        ],
+        "memory": host.models.usage(),
     }

@@ -196,7 +196,8 @@ class ModelManager:
         finally:
             del self._reserved[spec.name]
         config = json.loads((path / "config.json").read_text())
-        stored = fmt if needs_conversion(spec.source) else "as stored"
+        # prepare() writes conversions under the cache; anything else is served as stored.
+        stored = fmt if path.is_relative_to(self._cache_dir / "models") else "as stored"
         context = spec.context_length or config.get("max_position_embeddings")
         model = LoadedModel(spec, path, stored, scheduler, tokenizer, context)
         self._loaded[spec.name] = model
