@@ -133,9 +133,12 @@ async def conversation(url: str, headers: dict, turns: int, tokens: int) -> list
 
 async def engine_direct(model_dir: Path, tokens: int, repeats: int) -> float:
     """Median seconds for one request on mlx-host's engine with no HTTP, auth or plugins."""
-    from mlx_host.engine.scheduler import BatchScheduler, SamplingParams
+    from mlx_host.engine.scheduler import BatchScheduler
+    from mlx_host.generation import SamplingParams
+    from mlx_host.models.memory import MemoryBudget
 
-    scheduler = BatchScheduler(model_dir, name="bench")
+    unbounded = MemoryBudget(1 << 62, held=lambda: 0).claim()
+    scheduler = BatchScheduler(model_dir, name="bench", claim=unbounded)
     tokenizer = await asyncio.wrap_future(scheduler.start())
     times = []
     for i in range(repeats + 1):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from mlx_host.api import chat, completions, health, models, sessions
 from mlx_host.api.body_limit import BodyLimitMiddleware
 from mlx_host.api.deps import require_service
-from mlx_host.api.errors import install_error_handlers
+from mlx_host.api.errors import error_responses, install_error_handlers
 from mlx_host.host import Host
 from mlx_host.plugins import PluginManager
 from mlx_host.settings import Settings, get_settings
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
         sweeper = asyncio.create_task(_unload_idle_models(host))
         yield
         sweeper.cancel()
-        await host.models.close()
+        await host.models.close(settings.shutdown_timeout_seconds)
         await host.sessions.close()
 
     app = FastAPI(title="mlx-host", version="0.1.0", lifespan=lifespan)
@@ -60,5 +60,6 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
                 service.spec.router,
                 prefix=f"/api/v1/{name}",
                 dependencies=[Depends(require_service(name))],
+                responses=error_responses(401, 403),
             )
     return app

@@ -30,14 +30,14 @@ class MLXHostError(Exception):
 
     def body(self) -> dict[str, dict[str, str | None]]:
         """The OpenAI-shaped JSON body for this error."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_body(self.message, self.error_type, code=self.code, param=self.param)
+
+
+def error_body(
+    message: str, error_type: str, *, code: str | None = None, param: str | None = None
+) -> dict[str, dict[str, str | None]]:
+    """OpenAI's error JSON: the one shape every error of mlx-host leaves in."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 class InvalidRequestError(MLXHostError):
@@ -98,6 +98,19 @@ class ServiceUnavailableError(MLXHostError):
     status_code = 503
     error_type = "server_error"
     code = "model_unavailable"
+
+
+class GenerationError(MLXHostError):
+    """The model failed while working on this request; other requests are unaffected (500)."""
+
+    code = "generation_failed"
+
+    def __init__(
+        self,
+        message: str = "The model failed while generating this answer; retry the request",
+        **kwargs: object,
+    ) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class ModelLoadError(ServiceUnavailableError):

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from mlx_host.keys import KeyRing
 from mlx_host.models.config_file import read_models_file
-from mlx_host.models.manager import ModelManager, physical_memory
+from mlx_host.models.manager import ModelManager
+from mlx_host.models.memory import physical_memory
 from mlx_host.models.registry import ModelRegistry
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService, PluginManager
@@ -57,6 +58,7 @@ class Host:
             },
             budget_bytes=settings.memory_budget_bytes
             or physical_memory() - settings.memory_margin_bytes,
+            mlx_cache_limit_bytes=settings.mlx_cache_limit_bytes,
         )
         sessions = open_store(
             settings.session_backend, settings.session_ttl_seconds, settings.redis_url

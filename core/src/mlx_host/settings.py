@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     memory_margin_bytes: int = Field(
         4 * 1024**3, ge=0, description="Memory left to the system when the budget is derived."
     )
+    mlx_cache_limit_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Most bytes of freed buffers MLX keeps for reuse (counted as used memory; "
+        "emptied whenever a model goes idle).",
+    )
     stand_in_model: str = Field(
         "smollm2-135m-instruct",
         description="Model that serves an alias with no configured source (a service default "
@@ -110,6 +116,12 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for serving.")
     allow_insecure: bool = Field(
         False, description="Allow production without TLS (e.g. behind a TLS-terminating proxy)."
+    )
+    shutdown_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="On shutdown, how long running requests may take to finish before they "
+        "are cut off.",
     )
     log_level: str = Field("info", description="Log level of the server.")
 

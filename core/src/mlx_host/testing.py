@@ -86,10 +86,18 @@ def run_server(
         overrides.setdefault("cache_dir", cache_dir)
     overrides.setdefault("api_keys", list(keys.values()))
     overrides.setdefault("admin_key", admin_key)
-    app = create_app(Settings(_env_file=None, **overrides), plugins)  # type: ignore[call-arg]
+    config = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    app = create_app(config, plugins)
     sock = free_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=config.shutdown_timeout_seconds,
+        )
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

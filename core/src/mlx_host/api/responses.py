@@ -13,8 +13,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from mlx_host.engine.scheduler import Delta
 from mlx_host.errors import ClientDisconnectedError, MLXHostError
+from mlx_host.generation import Delta
 
 DISCONNECT_POLL_SECONDS = 0.25
 #: Builds one choice of a chunk from a piece of text and, on the last chunk, the finish reason.

@@ -20,7 +20,7 @@ def make_request_sampler(temperature: float, top_p: float, seed: int | None) -> 
         return None
     if seed is None:
         return make_sampler(temp=temperature, top_p=top_p if top_p < 1 else 0.0)
-    key = mx.random.key(seed)
+    key = mx.random.key(seed % 2**64)  # MLX keys take 0..2**64-1; the API allows negatives
 
     def sampler(logprobs: mx.array) -> mx.array:
         nonlocal key

@@ -2,60 +2,77 @@
 
 MLX streams belong to the thread that made them, and BatchGenerator is not thread-safe, so the
 worker thread loads the model, creates the generator and steps it; nothing else touches them.
-Requests arrive through a thread-safe inbox; tokens go back to each request's asyncio queue.
+Requests arrive through a thread-safe inbox and wait in the scheduler's own queue until the
+batch has a free row and the memory budget has room for the KV cache the batch may grow to with
+them; tokens go back to each request's asyncio queue.
+
+Failures stay where they happen: a request that cannot start fails alone; a step that raises
+fails the requests of that batch and the worker goes on with a fresh generator; if the worker
+itself dies, every request is answered at once, the model reports ``failed``, and the model
+manager starts it again on the next request. A waiting request also checks that its worker is
+alive, so none waits forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import queue
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm import load
 from mlx_lm.generate import BatchGenerator
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import (
+    KVCache,
+    LRUPromptCache,
+    can_trim_prompt_cache,
+    make_prompt_cache,
+    trim_prompt_cache,
+)
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
+from mlx_host.engine import memory
 from mlx_host.engine.sampling import make_request_sampler
 from mlx_host.engine.stops import StopMatcher
 from mlx_host.errors import (
-    InvalidRequestError,
+    GenerationError,
+    MLXHostError,
     ModelLoadError,
     RateLimitError,
     ServiceUnavailableError,
 )
+from mlx_host.generation import Delta, SamplingParams
+from mlx_host.models.memory import KVClaim
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """What one request asks of the generator."""
-
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
+State = Literal["loading", "ready", "failed", "stopped"]
+#: How often a request waiting for its next token checks that the worker is still alive.
+WATCHDOG_SECONDS = 1.0
+#: How often requests waiting for memory look again while other models hold it.
+ADMIT_RETRY_SECONDS = 0.05
+#: Steps between measurements of the batch's KV cache (summing every layer costs time).
+MEASURE_EVERY_STEPS = 32
 
 
-@dataclass(frozen=True)
-class Delta:
-    """A piece of generated text; the last one of a request has a ``finish_reason``."""
-
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
+def kv_bound(lengths: list[int], bytes_per_token: int) -> int:
+    """The most KV cache a batch of sequences of at most ``lengths`` tokens can hold: mlx-lm
+    pads every row of the batch to the longest one and allocates in blocks of
+    ``KVCache.step`` tokens."""
+    if not lengths:
+        return 0
+    blocks = math.ceil(max(lengths) / KVCache.step)
+    return len(lengths) * blocks * KVCache.step * bytes_per_token
 
 
 @dataclass(eq=False)
@@ -72,10 +89,33 @@ class _Job:
     def __post_init__(self) -> None:
         self.stops = StopMatcher(list(self.params.stop))
 
+    @property
+    def length(self) -> int:
+        """The most tokens this request's KV cache can hold."""
+        return len(self.prompt) + self.params.max_tokens
+
     def delta(self, text: str, finish_reason: str | None = None) -> Delta:
         return Delta(
             text, finish_reason, len(self.prompt), self.completion_tokens, self.cached_tokens
         )
+
+
+def _emitter(
+    loop: asyncio.AbstractEventLoop, deltas: asyncio.Queue[Delta | BaseException]
+) -> Callable[[Delta | BaseException], None]:
+    """Hands a worker's output to the request's event loop, from the worker thread."""
+
+    def emit(item: Delta | BaseException) -> None:
+        # A closed loop means nobody waits for this request any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deltas.put_nowait, item)
+
+    return emit
+
+
+@dataclass(frozen=True)
+class _Cancel:
+    job: _Job
 
 
 _STOP = object()
@@ -89,6 +129,7 @@ class BatchScheduler:
         self,
         model_path: Path,
         *,
+        claim: KVClaim,
         max_batch_size: int = 32,
         max_queued: int = 64,
         prompt_cache_bytes: int = 1 << 30,
@@ -98,16 +139,32 @@ class BatchScheduler:
         self.max_batch_size = max_batch_size
         self.capacity = max_batch_size + max_queued
         self.name = name
+        self.state: State = "loading"
+        self.active_requests = 0  # running or queued, counted in the event loop
+        self.weight_bytes = 0
+        self.kv_bytes = 0  # KV caches of the running batch, measured every few steps
+        self.prompt_cache_bytes = 0  # KV state kept for reuse across turns
+        self.kv_bytes_per_token = 0
+        self._claim = claim
         # KV state of finished requests, reused when a new prompt shares a prefix with one.
         self._prompt_cache = LRUPromptCache(max_size=64, max_bytes=prompt_cache_bytes)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loaded: Future[TokenizerWrapper] = Future()
         self._thread = threading.Thread(target=self._run, name=f"mlx-{name}", daemon=True)
-        self.active_requests = 0
-        self.weight_bytes = 0
-        self.cache_bytes = 0  # KV caches held by the batch, refreshed every step
         self._accepting = True
         self._steps = 0
+        self._jobs: dict[int, _Job] = {}  # in the generator, by uid
+        self._waiting: deque[_Job] = deque()  # received, not yet admitted
+
+    @property
+    def running_requests(self) -> int:
+        """Requests in the batch now (the rest of ``active_requests`` wait for a row)."""
+        return len(self._jobs)
+
+    @property
+    def kv_claimed_bytes(self) -> int:
+        """Bytes of the budget claimed for the KV caches of running requests."""
+        return self._claim.nbytes
 
     def start(self) -> Future[TokenizerWrapper]:
         """Start the worker; the future resolves to the tokenizer once the model is loaded."""
@@ -118,36 +175,40 @@ class BatchScheduler:
         """Refuse new requests from now on (call from the event loop before ``close``)."""
         self._accepting = False
 
-    def close(self) -> None:
-        """Stop the worker after its current step; pending requests get an error."""
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop the worker after its current step; its requests get an error. Returns False
+        if the worker did not stop within ``timeout`` seconds (it is then left behind, and
+        its requests are answered by their own watchdogs)."""
         self._accepting = False
         self._inbox.put(_STOP)
         if self._thread.is_alive():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.error("the worker of %s did not stop within %.0f s", self.name, timeout)
+            self.state = "stopped"
+            return False
+        return True
 
     async def generate(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
         """Yield the request's text as it is generated; leaving early cancels it at once."""
-        if not self._accepting:
-            raise ServiceUnavailableError(
-                f"The model {self.name!r} was just unloaded; retry to load it again",
-                headers={"Retry-After": "1"},
-            )
+        if not self._accepting or self.state != "ready":
+            raise self._gone_error()
         if self.active_requests >= self.capacity:
+            waiting = self.active_requests
             raise RateLimitError(
-                f"The model {self.name!r} has {self.active_requests} requests running or "
-                "queued, its limit; retry shortly",
+                f"The model {self.name!r} has {waiting} request{'s' * (waiting != 1)} running "
+                "or queued, its limit; retry shortly",
                 code="queue_full",
                 headers={"Retry-After": "1"},
             )
-        loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
-        job = _Job(prompt, params, lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d))
+        job = _Job(prompt, params, _emitter(asyncio.get_running_loop(), deltas))
         self._inbox.put(job)
         self.active_requests += 1
         finished = False
         try:
             while not finished:
-                delta = await deltas.get()
+                delta = await self._next(deltas)
                 if isinstance(delta, BaseException):
                     finished = True
                     raise delta
@@ -156,41 +217,68 @@ class BatchScheduler:
         finally:
             self.active_requests -= 1
             if not finished:
-                self._inbox.put(("cancel", job))
+                self._inbox.put(_Cancel(job))
+
+    async def _next(self, deltas: asyncio.Queue[Delta | BaseException]) -> Delta | BaseException:
+        """The request's next delta; an error instead if its worker stopped without a word."""
+        while deltas.empty():
+            try:
+                return await asyncio.wait_for(deltas.get(), WATCHDOG_SECONDS)
+            except TimeoutError:
+                if deltas.empty() and (self.state != "ready" or not self._thread.is_alive()):
+                    return self._gone_error()
+        return deltas.get_nowait()
+
+    def _gone_error(self) -> MLXHostError:
+        if self.state == "failed":
+            return ServiceUnavailableError(
+                f"The model {self.name!r} stopped working; retry and it will be restarted",
+                code="model_failed",
+                headers={"Retry-After": "1"},
+            )
+        return ServiceUnavailableError(
+            f"The model {self.name!r} was just unloaded; retry to load it again",
+            headers={"Retry-After": "1"},
+        )
 
     # -- worker thread -------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
-            model, tokenizer = load(str(self.model_path))
-            self.weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-        except Exception as exc:  # any failure to load is this model's 503, nobody else's
-            logger.exception("loading %s failed", self.model_path)
-            self._loaded.set_exception(ModelLoadError(f"model {self.name!r} failed to load: {exc}"))
+            self._load()
+        except Exception:  # any failure to load is this model's 503, nobody else's
+            logger.exception("loading %s from %s failed", self.name, self.model_path)
+            self.state = "failed"
+            self._loaded.set_exception(
+                ModelLoadError(f"The model {self.name!r} could not be loaded (see the server log)")
+            )
             return
-        self._tokenizer = tokenizer
-        self._model = model
-        self._generator = self._new_generator()
-        self._loaded.set_result(tokenizer)
-        self._jobs: dict[int, _Job] = {}
+        self.state = "ready"
+        self._loaded.set_result(self._tokenizer)
         try:
-            while self._take_inbox(block=not self._jobs):
-                if self._jobs:
-                    self._step()
+            self._serve()
+        except BaseException:
+            logger.exception("the worker of %s died", self.name)
+            self.state = "failed"
         finally:
-            error = ServiceUnavailableError(f"model {self.name!r} was unloaded")
-            waiting = list(self._jobs.values())
-            while not self._inbox.empty():  # requests that arrived after the stop
-                item = self._inbox.get_nowait()
-                if isinstance(item, _Job):
-                    waiting.append(item)
-            for job in waiting:
-                job.emit(error)
-            self._generator.close()
-            # Drop the last references so MLX frees the weights and caches now.
-            self._generator = self._model = self._prompt_cache = None  # type: ignore[assignment]
-            self.cache_bytes = 0
-            mx.clear_cache()
+            if self.state != "failed":
+                self.state = "stopped"
+            self._shut_down()
+
+    def _load(self) -> None:
+        model, tokenizer = load(str(self.model_path))
+        self.weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+        self._model, self._tokenizer = model, tokenizer
+        self.kv_bytes_per_token = self._measure_kv_per_token()
+        self._generator = self._new_generator()
+
+    def _measure_kv_per_token(self) -> int:
+        """Bytes of KV cache per token of one sequence, measured on this model: a one-token
+        forward pass allocates one block of ``KVCache.step`` tokens in every layer."""
+        cache = make_prompt_cache(self._model)
+        self._model(mx.array([[0]]), cache=cache)
+        mx.eval([c.state for c in cache])
+        return max(1, math.ceil(sum(c.nbytes for c in cache) / KVCache.step))
 
     def _new_generator(self) -> BatchGenerator:
         return BatchGenerator(
@@ -202,20 +290,72 @@ class BatchScheduler:
             stream=mx.default_stream(mx.default_device()),
         )
 
-    def _take_inbox(self, block: bool) -> bool:
-        """Apply queued inserts and cancels; False when the worker must stop."""
+    def _serve(self) -> None:
+        busy = False
+        while True:
+            if busy and not self._jobs:  # the batch just emptied: give back what it used
+                busy = False
+                self._measure()
+                memory.release_unused()
+            timeout = 0.0 if self._jobs else ADMIT_RETRY_SECONDS if self._waiting else None
+            if not self._take_inbox(timeout):
+                return
+            self._admit()
+            if self._jobs:
+                self._step()
+                busy = True
+
+    def _take_inbox(self, timeout: float | None) -> bool:
+        """Receive new requests and cancels (waiting up to ``timeout`` seconds for the first,
+        forever for None); False when the worker must stop."""
+        block = timeout != 0
         while True:
             try:
-                item = self._inbox.get(block=block)
+                item = self._inbox.get(block=block, timeout=timeout if block else None)
             except queue.Empty:
                 return True
             block = False
             if item is _STOP:
                 return False
-            if isinstance(item, tuple):
-                self._cancel(item[1])
+            if isinstance(item, _Cancel):
+                self._cancel(item.job)
             else:
-                self._insert(item)
+                self._waiting.append(item)
+
+    def _kv_bound(self, jobs: list[_Job]) -> int:
+        """The most KV cache a batch of ``jobs`` can hold (see ``kv_bound``)."""
+        return kv_bound([j.length for j in jobs], self.kv_bytes_per_token)
+
+    def _admit(self) -> None:
+        """Start waiting requests, oldest first, while the batch has rows and the budget room."""
+        freed = False
+        while self._waiting and len(self._jobs) < self.max_batch_size:
+            job = self._waiting[0]
+            if self._claim.resize(self._kv_bound([*self._jobs.values(), job])):
+                self._waiting.popleft()
+                self._insert(job)
+            elif self._jobs:
+                return  # this batch's running requests will give memory back
+            elif not freed:  # idle: cached prefixes and freed buffers are worth less
+                freed = True
+                self._prompt_cache.trim_to(n_bytes=0)
+                self._measure()
+                memory.release_unused()
+            elif self._claim.others_claimed():
+                return  # other models' running requests will give memory back
+            else:  # nothing will free memory: this request cannot fit now
+                self._waiting.popleft()
+                job.emit(self._too_big(job))
+
+    def _too_big(self, job: _Job) -> MLXHostError:
+        need = self._kv_bound([job]) / 1024**3
+        return ServiceUnavailableError(
+            f"The model {self.name!r} cannot fit this request's KV cache ({need:.2f} GiB for "
+            f"{job.length} tokens of prompt and max_tokens) in the memory budget now; lower "
+            "max_tokens or retry later",
+            code="insufficient_memory",
+            headers={"Retry-After": "5"},
+        )
 
     def _cached_prefix(self, prompt: list[int]) -> tuple[Any, list[int]]:
         """The longest cached KV state for ``prompt`` and the tokens still to process."""
@@ -230,9 +370,9 @@ class BatchScheduler:
 
     def _insert(self, job: _Job) -> None:
         p = job.params
-        cache, rest = self._cached_prefix(job.prompt)
-        job.cached_tokens = len(job.prompt) - len(rest)
         try:
+            cache, rest = self._cached_prefix(job.prompt)
+            job.cached_tokens = len(job.prompt) - len(rest)
             (job.uid,) = self._generator.insert(
                 [rest],
                 max_tokens=[p.max_tokens],
@@ -240,37 +380,63 @@ class BatchScheduler:
                 all_tokens=[job.prompt[: job.cached_tokens]],
                 samplers=[make_request_sampler(p.temperature, p.top_p, p.seed)],
             )
-        except ValueError as exc:
-            job.emit(InvalidRequestError(str(exc)))
+        except Exception:
+            logger.exception("a request could not start on %s", self.name)
+            job.emit(GenerationError())
+            self._claim.resize(self._kv_bound(list(self._jobs.values())))
             return
         job.detokenizer = self._tokenizer.detokenizer
         self._jobs[job.uid] = job
 
     def _cancel(self, job: _Job) -> None:
-        if job.uid is not None and self._jobs.pop(job.uid, None) is not None:
+        if job in self._waiting:
+            self._waiting.remove(job)
+        elif job.uid is not None and self._jobs.pop(job.uid, None) is not None:
             self._generator.remove([job.uid])
+            self._claim.resize(self._kv_bound(list(self._jobs.values())))
 
     def _step(self) -> None:
         try:
             _, responses = self._generator.next()
-        except Exception as exc:
+        except Exception:
             # The batch state is unknown after a failed step: fail its requests, start clean.
-            logger.exception("generation step failed on %s", self.name)
+            logger.exception("a generation step failed on %s", self.name)
             for job in self._jobs.values():
-                job.emit(ServiceUnavailableError(f"generation failed: {exc}"))
+                job.emit(GenerationError())
             self._jobs.clear()
             self._generator.close()
             self._generator = self._new_generator()
+            self._claim.resize(0)
             return
         finished = False
         for r in responses:
             job = self._jobs.get(r.uid)
-            if job is not None:
+            if job is None:
+                continue
+            try:
                 finished |= self._deliver(job, r)
+            except Exception:
+                logger.exception("delivering a token failed on %s", self.name)
+                del self._jobs[job.uid]  # type: ignore[arg-type]
+                self._generator.remove([job.uid])
+                job.emit(GenerationError())
+                finished = True
         self._steps += 1
-        if finished or self._steps % 32 == 0:  # summing every layer's cache costs a step's tail
-            active = self._generator.prompt_cache_nbytes if self._jobs else 0
-            self.cache_bytes = active + self._prompt_cache.nbytes
+        if finished:
+            self._claim.resize(self._kv_bound(list(self._jobs.values())))
+        if finished or self._steps % MEASURE_EVERY_STEPS == 0:
+            self._measure()
+
+    def _measure(self) -> None:
+        self.kv_bytes = self._generator.prompt_cache_nbytes if self._jobs else 0
+        self.prompt_cache_bytes = self._prompt_cache.nbytes
+
+    def _keep_for_reuse(self, tokens: list[int], cache: list[Any]) -> None:
+        # A request's cache is extracted from the batch as lazy slices of the whole batch's
+        # buffers: evaluated now, it holds only its own rows; left lazy, every cached prompt
+        # kept the batch's buffers alive (measured: 5.5 GB held for 0.3 GB of cached prompts).
+        mx.eval([c.state for c in cache])
+        self._prompt_cache.insert_cache(_CACHE_KEY, tokens, cache)
 
     def _deliver(self, job: _Job, r: Any) -> bool:
         """Send the token's text to its request; True when the request finished."""
@@ -286,16 +452,36 @@ class BatchScheduler:
             caches = self._generator.remove([job.uid], return_prompt_caches=True)
             if job.uid in caches:
                 cache, tokens = caches[job.uid]
-                self._prompt_cache.insert_cache(_CACHE_KEY, list(tokens), cache)
+                self._keep_for_reuse(list(tokens), cache)
             finish_reason = "stop"
         elif finish_reason is not None:
             text += job.stops.flush()
             if r.prompt_cache is not None:
-                self._prompt_cache.insert_cache(_CACHE_KEY, list(r.all_tokens), r.prompt_cache)
+                self._keep_for_reuse(list(r.all_tokens), r.prompt_cache)
         if finish_reason is not None:
-            del self._jobs[job.uid]
+            del self._jobs[job.uid]  # type: ignore[arg-type]
             job.emit(job.delta(text, finish_reason))
             return True
         if text:
             job.emit(job.delta(text))
         return False
+
+    def _shut_down(self) -> None:
+        """Answer every request this worker still has, and free the model's memory."""
+        unanswered = [*self._jobs.values(), *self._waiting]
+        while not self._inbox.empty():  # requests that arrived after the stop
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Job):
+                unanswered.append(item)
+        for job in unanswered:
+            job.emit(self._gone_error())
+        self._jobs.clear()
+        self._waiting.clear()
+        self._claim.release()
+        generator = getattr(self, "_generator", None)
+        if generator is not None:
+            generator.close()
+        # Drop the last references so MLX frees the weights and caches now.
+        self._generator = self._model = self._prompt_cache = None  # type: ignore[assignment]
+        self.kv_bytes = self.prompt_cache_bytes = self.weight_bytes = 0
+        memory.release_unused()

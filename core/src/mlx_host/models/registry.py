@@ -47,6 +47,11 @@ class ModelRegistry:
             return self._specs[name]
         return next((s for s in self._specs.values() if name in s.aliases), None)
 
+    def canonical(self, name: str) -> str:
+        """The registered name of ``name`` (itself when it is a name, or unknown)."""
+        spec = self.find(name)
+        return spec.name if spec else name
+
     def resolve(self, name: str) -> Resolved:
         """The model serving ``name``: 404 when unknown, 503 when it has no weights here and no
         stand-in is configured."""

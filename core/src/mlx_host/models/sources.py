@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import Any
 
 from mlx_host.errors import ModelLoadError
 
@@ -42,18 +43,42 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def is_mlx_directory(path: Path) -> bool:
-    """Whether a model directory's safetensors were written by MLX (else: Hugging Face format)."""
+def _safetensors_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header of a directory's first safetensors file (None when it has none)."""
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        return False
+        return None
     try:
         with files[0].open("rb") as f:
             header_size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(min(header_size, 100 * 1024**2)))
+            return json.loads(f.read(min(header_size, 100 * 1024**2)))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{files[0]} is not a readable safetensors file") from exc
-    return (header.get("__metadata__") or {}).get("format") == "mlx"
+        raise ModelLoadError(
+            f"{files[0].name} in {path} is not a readable safetensors file"
+        ) from exc
+
+
+def is_mlx_directory(path: Path) -> bool:
+    """Whether a model directory's safetensors were written by MLX (else: Hugging Face format)."""
+    header = _safetensors_header(path)
+    return header is not None and (header.get("__metadata__") or {}).get("format") == "mlx"
+
+
+def stored_format(path: Path) -> str:
+    """How an MLX directory stores its weights: ``quantized`` (with its bits), or the float
+    type of its tensors."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    quantization = config.get("quantization") or config.get("quantization_config")
+    if isinstance(quantization, dict) and "bits" in quantization:
+        return f"quantized ({quantization['bits']}-bit)"
+    header = _safetensors_header(path) or {}
+    dtypes = {t["dtype"] for n, t in header.items() if n != "__metadata__"}
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+    floats = sorted(names[d] for d in dtypes if d in names)
+    return "/".join(floats) or "unknown"
 
 
 def directory_digest(path: Path) -> str:

@@ -1,0 +1,23 @@
+"""What MLX holds in memory, and releasing what it keeps but no longer uses."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from mlx_host.engine import libc
+
+
+def set_buffer_cache_limit(nbytes: int) -> None:
+    """Bound MLX's cache of freed buffers (by default it may grow to the memory limit)."""
+    mx.set_cache_limit(nbytes)
+
+
+def held() -> tuple[int, int]:
+    """Bytes of live MLX arrays, and bytes of freed buffers MLX keeps cached for reuse."""
+    return mx.get_active_memory(), mx.get_cache_memory()
+
+
+def release_unused() -> None:
+    """Empty MLX's buffer cache and give freed heap memory back to the system."""
+    mx.clear_cache()
+    libc.trim()
