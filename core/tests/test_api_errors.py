@@ -44,32 +44,104 @@ def test_model_not_allowed_is_403(server: RunningServer) -> None:
     assert caught.value.body["code"] == "model_not_allowed"
 
 
+HI = [{"role": "user", "content": "hi"}]
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
-        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}, "max_tokens"),
-        ({"messages": [{"role": "user", "content": "hi"}], "temperature": 9}, "temperature"),
-        ({"messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
+        ({"messages": HI, "max_tokens": "many"}, "max_tokens"),
+        ({"messages": HI, "max_tokens": 0}, "max_tokens"),
+        ({"messages": HI, "max_tokens": True}, "max_tokens"),
+        ({"messages": HI, "max_tokens": 5.5}, "max_tokens"),
+        ({"messages": HI, "temperature": 9}, "temperature"),
+        ({"messages": HI, "temperature": "hot"}, "temperature"),
+        ({"messages": HI, "top_p": 0}, "top_p"),
+        ({"messages": HI, "seed": 2**63}, "seed"),
+        ({"messages": HI, "seed": -(2**63) - 1}, "seed"),
+        ({"messages": HI, "seed": 1.5}, "seed"),
+        ({"messages": HI, "n": 3}, "n"),
         ({"messages": "hello"}, "messages"),
     ],
 )
-def test_invalid_bodies_are_422(server: RunningServer, body: dict, param: str) -> None:
-    error = assert_error(post(server, body), 422, "invalid_request_error")
+def test_invalid_bodies_are_400_naming_the_field(
+    server: RunningServer, body: dict, param: str
+) -> None:
+    error = assert_error(post(server, body), 400, "invalid_request_error")
     assert error["param"] == param
+    assert param.split(".")[0] in error["message"]
 
 
-def test_malformed_json_is_422(server: RunningServer) -> None:
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_numbers_are_400(server: RunningServer, literal: bytes) -> None:
     response = httpx.post(
         f"{server.url}/api/v1/chat/completions",
-        headers={
-            "Authorization": f"Bearer {server.keys['alpha']}",
-            "Content-Type": "application/json",
-        },
-        content=b'{"messages": [',
+        headers={"Authorization": f"Bearer {server.keys['alpha']}",
+                 "Content-Type": "application/json"},
+        content=b'{"messages": [{"role": "user", "content": "hi"}], "temperature": ' + literal
+        + b"}",
+    )  # fmt: skip
+    assert assert_error(response, 400, "invalid_request_error")["param"] == "temperature"
+
+
+def test_negative_seed_is_used_not_fatal(server: RunningServer) -> None:
+    """A seed anywhere in OpenAI's signed 64-bit range samples repeatably (a negative seed
+    once killed the model's worker, and with it every service's requests)."""
+    body = {"messages": [{"role": "user", "content": "Name a bird."}], "max_tokens": 6,
+            "temperature": 1, "seed": -1}  # fmt: skip
+    first, again = post(server, body), post(server, body)
+    assert first.status_code == 200, first.text
+    assert (
+        first.json()["choices"][0]["message"]["content"]
+        == (again.json()["choices"][0]["message"]["content"])
     )
-    assert assert_error(response, 422, "invalid_request_error")["code"] == "invalid_json"
+    for seed in (-(2**63), 2**63 - 1):
+        assert post(server, {**body, "seed": seed}).status_code == 200
+
+
+def test_empty_prompt_is_400_without_internals(server: RunningServer) -> None:
+    response = httpx.post(
+        f"{server.api_url}/completions",
+        headers={"Authorization": f"Bearer {server.keys['alpha']}"},
+        json={"prompt": "", "max_tokens": 3},
+    )
+    error = assert_error(response, 400, "invalid_request_error")
+    assert error["param"] == "prompt" and "Sequence" not in error["message"]
+
+
+def test_unknown_model_is_404(server: RunningServer) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        server.openai("alpha").chat.completions.create(model="gpt-17", messages=HI)
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_an_alias_is_the_model_it_names(server: RunningServer) -> None:
+    """``smollm2`` is listed as an alias of alpha's default: the allow-list accepts it."""
+    reply = server.openai("alpha").chat.completions.create(
+        model="smollm2", messages=HI, max_tokens=2
+    )
+    assert reply.model == "smollm2-135m-instruct"
+
+
+def test_openapi_documents_every_error_status_with_the_error_schema(
+    server: RunningServer,
+) -> None:
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    error_ref = "#/components/schemas/ErrorResponse"
+    chat = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "413", "429", "500", "503"} <= set(chat)
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (method, path)
+            assert "500" in responses, (method, path)
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    content = response["content"]["application/json"]["schema"]
+                    assert content == {"$ref": error_ref}, (method, path, status)
 
 
 def test_max_tokens_over_the_cap_is_400(server: RunningServer) -> None:

@@ -195,8 +195,48 @@ def test_redis_down_is_503_for_sessions_only(mlx_host_cache_dir: Path) -> None:
         api = Api(server, "alpha")
         response = api.call("POST", "/sessions", json={})
         assert response.status_code == 503
-        assert response.json()["error"]["code"] == "session_store_unavailable"
+        error = response.json()["error"]
+        assert error["code"] == "session_store_unavailable"
+        assert "127.0.0.1" not in error["message"] and "redis://" not in error["message"]
         reply = server.openai("alpha").chat.completions.create(
             model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=3
         )
         assert reply.choices[0].message.content is not None
+
+
+ALIASES = [":messages", ":x", "*", "%0A", " ", "%2A", "%3Amessages", "%3A"]
+
+
+def assert_no_aliasing(server: RunningServer) -> None:
+    """Ids that are not the server's own form are 404 and reach no storage: a suffix such as
+    ``:messages`` must not address the session's message list (it once did on Redis)."""
+    api = Api(server, "alpha")
+    session_id = api.new_session()
+    stored = [{"role": "user", "content": f"m{i}"} for i in range(3)]
+    assert api.call(
+        "POST", f"/sessions/{session_id}/messages", json={"messages": stored}
+    ).is_success
+    for suffix in ALIASES:
+        alias = f"/sessions/{session_id}{suffix}"
+        for method, path in (("GET", alias), ("DELETE", alias), ("GET", f"{alias}/messages")):
+            response = api.call(method, path)
+            assert response.status_code == 404, (method, path, response.text)
+    for bad in ("sess_*", "*", "x" * 300):
+        assert api.call("GET", f"/sessions/{bad}").status_code == 404
+    assert api.call("GET", "/sessions", params={"after": f"{session_id}:messages"}).json() == {
+        "object": "list",
+        "data": [],
+        "has_more": False,
+    }
+    assert [m["content"] for m in api.messages(session_id)] == ["m0", "m1", "m2"]
+    assert api.call("GET", f"/sessions/{session_id}").json()["message_count"] == 3
+
+
+def test_ids_cannot_alias_other_keys_in_memory(server: RunningServer) -> None:
+    assert_no_aliasing(server)
+
+
+def test_ids_cannot_alias_other_keys_in_redis(redis_host: Any) -> None:
+    start, _ = redis_host
+    with start() as server:
+        assert_no_aliasing(server)

@@ -47,7 +47,9 @@ def test_full_queue_is_429_with_retry_after(mlx_host_cache_dir: Path) -> None:
             rejected = httpx.post(url, headers=headers, json={**body, "stream": False})
             assert rejected.status_code == 429
             assert rejected.headers["Retry-After"] == "1"
-            assert rejected.json()["error"]["code"] == "queue_full"
+            error = rejected.json()["error"]
+            assert error["code"] == "queue_full"
+            assert "has 1 request running or queued" in error["message"]
         client = server.openai("alpha", max_retries=0)
         deadline = time.monotonic() + 10  # the closed stream frees its slot
         while True:

@@ -132,3 +132,17 @@ async def test_unreachable_redis_is_503() -> None:
     with pytest.raises(ServiceUnavailableError, match="session store"):
         await store.create("vista", {})
     await store.close()
+
+
+async def test_ids_of_another_form_never_reach_the_backend(store: SessionStore) -> None:
+    session = await store.create("vista", {})
+    await store.append("vista", session.id, [user("keep me")])
+    for alias in (f"{session.id}:messages", f"{session.id}*", "sess_*", "", "x" * 500):
+        with pytest.raises(NotFoundError):
+            await store.get("vista", alias)
+        with pytest.raises(NotFoundError):
+            await store.delete("vista", alias)
+        with pytest.raises(NotFoundError):
+            await store.append("vista", alias, [user("lost")])
+    assert [m.content for m in await store.messages("vista", session.id)] == ["keep me"]
+    assert (await store.get("vista", session.id)).message_count == 1

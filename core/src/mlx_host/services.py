@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*_$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 class PromptPolicy(BaseModel):
@@ -36,10 +37,6 @@ class PromptPolicy(BaseModel):
         (), description='Models a caller may ask for instead of the default; "*" allows any.'
     )
 
-    def allows(self, model: str, default_model: str) -> bool:
-        """Whether a caller of this service may use ``model``."""
-        return model == default_model or "*" in self.allowed_models or model in self.allowed_models
-
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -56,6 +53,12 @@ class ServiceSpec:
     router: APIRouter | None = None
 
     def __post_init__(self) -> None:
+        # The name becomes a URL path segment and part of storage keys.
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"service name {self.name!r} must be lowercase letters, digits, '-' and '_', "
+                "starting with a letter"
+            )
         if not _PREFIX.match(self.key_prefix):
             raise ValueError(
                 f"service {self.name!r}: key_prefix {self.key_prefix!r} must be lowercase "

@@ -21,8 +21,8 @@ def test_fork_may_ask_for_an_allowed_model(mlx_host_server: RunningServer) -> No
     assert "def " in reply.choices[0].message.content
 
 
-def test_fork_may_not_ask_for_other_models(mlx_host_server: RunningServer) -> None:
-    with pytest.raises(openai.PermissionDeniedError):
+def test_fork_gets_404_for_a_model_the_server_lacks(mlx_host_server: RunningServer) -> None:
+    with pytest.raises(openai.NotFoundError):
         mlx_host_server.openai("fork").chat.completions.create(
             model="phi-3", messages=[{"role": "user", "content": "x"}]
         )

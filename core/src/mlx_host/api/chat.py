@@ -9,13 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.errors import error_responses
 from mlx_host.api.policy import choose_model, sampling_params
 from mlx_host.api.prompt import build_prompt, request_messages
 from mlx_host.api.responses import collect, stream_response, usage
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.sessions import Message
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=error_responses(400, 401, 403, 404, 413, 429, 503))
 
 
 @router.post("/chat/completions")
@@ -30,7 +31,7 @@ async def create_chat_completion(
     the answer is complete (nothing is saved when generation fails or the client leaves).
     """
     service = caller.spec
-    name = choose_model(service, body.model)
+    name = choose_model(service, body.model, host.models.registry)
     params = sampling_params(body, service, host.settings.max_tokens_limit)
     history: list[dict[str, str]] = []
     if body.session_id is not None:

@@ -9,12 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.errors import error_responses
 from mlx_host.api.policy import choose_model, sampling_params
 from mlx_host.api.prompt import check_fits
 from mlx_host.api.responses import collect, stream_response, usage
 from mlx_host.api.schemas import CompletionRequest
 
-router = APIRouter(tags=["completions"])
+router = APIRouter(
+    tags=["completions"], responses=error_responses(400, 401, 403, 404, 413, 429, 503)
+)
 
 
 def _choice(text: str, finish_reason: str | None) -> dict[str, Any]:
@@ -34,7 +37,7 @@ async def create_completion(
     The service's defaults and caps apply; its system prompt does not (there is no chat).
     """
     service = caller.spec
-    name = choose_model(service, body.model)
+    name = choose_model(service, body.model, host.models.registry)
     params = sampling_params(body, service, host.settings.max_tokens_limit)
     _, model = await host.models.get_llm(name)
     prompt = list(model.tokenizer.encode(body.prompt_text()))

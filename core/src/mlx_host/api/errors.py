@@ -1,19 +1,60 @@
-"""Every error leaves the server as OpenAI's error JSON, whatever raised it."""
+"""Every error leaves the server as OpenAI's error JSON, whatever raised it, and the OpenAPI
+schema documents the error responses each endpoint can give.
+
+Messages say what the caller can act on, never internals: exceptions that are not an
+``MLXHostError`` are logged and answered with a generic 500.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from mlx_host.errors import MLXHostError
+from mlx_host.errors import MLXHostError, error_body
 
 logger = logging.getLogger(__name__)
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a message for people, a type and code for programs, the field at fault."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "Invalid request: a field is missing, of the wrong type, out of range, or not allowed",
+    401: "Missing or unknown API key",
+    403: "The key's service may not do this",
+    404: "No such model, session or route",
+    409: "The resource is busy",
+    413: "Body or prompt too large",
+    429: "Too many requests or a full queue (see Retry-After)",
+    500: "Internal error (nothing about it is disclosed)",
+    503: "Model or store unavailable, or memory exhausted (see Retry-After)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for routers: each status documented with the error body."""
+    return {s: {"model": ErrorResponse, "description": _MEANING[s]} for s in (*statuses, 500)}
 
 
 def error_response(
@@ -26,7 +67,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """An OpenAI-shaped error response."""
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    body = error_body(message, error_type, code=code, param=param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -36,22 +77,23 @@ async def _host_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """Invalid bodies and parameters are 400, as OpenAI answers them, naming the field."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return error_response(
-            422, "The request body is not valid JSON", "invalid_request_error",
+            400, "The request body is not valid JSON", "invalid_request_error",
             code="invalid_json",
         )  # fmt: skip
 
     def location(error: dict) -> str:
-        return ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        return ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
 
     where = location(errors[0]) if errors else ""
     message = "; ".join(f"{location(e) or 'body'}: {e['msg']}" for e in errors)
     return error_response(
-        422, message or "Invalid request body", "invalid_request_error",
-        code="invalid_request", param=where or None,
+        400, message or "Invalid request", "invalid_request_error",
+        code="invalid_value", param=where or None,
     )  # fmt: skip
 
 
@@ -67,8 +109,32 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every kind of exception to an OpenAI-shaped response."""
+    """Route every kind of exception to an OpenAI-shaped response, and document them."""
     app.add_exception_handler(MLXHostError, _host_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with its 422 validation answers replaced by our 400."""
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None and "400" not in responses:
+                        responses["400"] = {
+                            "description": _MEANING[400],
+                            "content": {"application/json": {"schema": {
+                                "$ref": "#/components/schemas/ErrorResponse"}}},
+                        }  # fmt: skip
+            components = schema.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from mlx_host.api.deps import HostDep, Reader, require_admin
+from mlx_host.api.errors import error_responses
 from mlx_host.errors import NotFoundError, ServiceUnavailableError
 from mlx_host.models.manager import ModelManager
 from mlx_host.plugins import InstalledService
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=error_responses(400, 401, 403, 404, 409, 503))
 Admin = [Depends(require_admin)]
 
 
@@ -47,6 +48,7 @@ def describe(manager: ModelManager, name: str) -> dict[str, Any]:
         "served_by": spec.name,
         "stand_in": resolved.stand_in,
         "loaded": loaded is not None,
+        "state": loaded.state if loaded else "unloaded",
         "memory_bytes": loaded.memory_bytes if loaded else None,
         "last_used": loaded.last_used if loaded else None,
         "weight_format": loaded.weight_format if loaded else manager.planned_format(spec),

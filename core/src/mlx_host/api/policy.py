@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 from mlx_host.api.schemas import GenerationRequest
-from mlx_host.engine.scheduler import SamplingParams
-from mlx_host.errors import InvalidRequestError, PermissionDeniedError
+from mlx_host.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from mlx_host.generation import SamplingParams
+from mlx_host.models.registry import ModelRegistry
 from mlx_host.services import ServiceSpec
 
 
-def choose_model(service: ServiceSpec, requested: str | None) -> str:
-    """The model name to serve: the service default unless the caller may have another."""
+def choose_model(service: ServiceSpec, requested: str | None, registry: ModelRegistry) -> str:
+    """The model to serve: the service default unless the caller may have another; 404 for a
+    name the server does not know, 403 for one the service may not use. Aliases are the same
+    model as their name, on either side of the check."""
     name = service.default_model if requested in (None, "", "default") else requested
-    if not service.policy.allows(name, service.default_model):
+    spec = registry.find(name)
+    if spec is None:
+        raise NotFoundError(
+            f"The model {name!r} does not exist", param="model", code="model_not_found"
+        )
+    policy = service.policy
+    permitted = {registry.canonical(n) for n in (service.default_model, *policy.allowed_models)}
+    if "*" not in policy.allowed_models and spec.name not in permitted:
         raise PermissionDeniedError(
             f"The {service.name!r} service may not use the model {name!r}",
             param="model",
             code="model_not_allowed",
         )
-    return name
+    return spec.name
 
 
 def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -> SamplingParams:

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import logging
+
+from jinja2 import TemplateError
+
 from mlx_host.api.schemas import ChatMessage
 from mlx_host.errors import InvalidRequestError, RequestTooLargeError
 from mlx_host.models.manager import LoadedModel
 from mlx_host.services import PromptPolicy
 
+logger = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 
 
 def _template(model: LoadedModel, messages: Messages) -> list[int]:
     try:
         return list(model.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-    except Exception as exc:
+    except TemplateError as exc:
+        if type(exc) is not TemplateError:  # a broken template, not the caller's mistake
+            logger.exception("the chat template of %s failed", model.name)
+            raise InvalidRequestError(
+                "The model's chat template cannot render these messages", param="messages"
+            ) from exc
+        # Raised by the template's own raise_exception: its words are meant for callers.
         raise InvalidRequestError(
-            f"The messages do not fit the model's chat template: {exc}", param="messages"
+            f"The model's chat template refused the messages: {exc.message}", param="messages"
+        ) from exc
+    except Exception as exc:
+        logger.exception("the chat template of %s failed", model.name)
+        raise InvalidRequestError(
+            "The model's chat template cannot render these messages", param="messages"
         ) from exc
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlx_host.errors import InvalidRequestError
+from mlx_host.generation import SEED_MAX, SEED_MIN
 
 
 class ContentPart(BaseModel):
@@ -52,10 +53,16 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = Field(None, description='Omitted or "default": the service default.')
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    max_tokens: int | None = Field(None, ge=1, strict=True)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False, strict=True)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, strict=True)
+    seed: int | None = Field(
+        None,
+        ge=SEED_MIN,
+        le=SEED_MAX,
+        strict=True,
+        description="Makes sampling repeatable; a signed 64-bit integer, as OpenAI takes.",
+    )
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -81,7 +88,7 @@ class ChatCompletionRequest(GenerationRequest):
     """Body of ``POST /chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
     session_id: str | None = Field(
         None, description="Continue this server-side session (SDKs: extra_body)."
     )
@@ -97,9 +104,10 @@ class CompletionRequest(GenerationRequest):
     prompt: str | list[str] = Field(description="The text to continue (one prompt only).")
 
     def prompt_text(self) -> str:
-        """The single prompt; 400 for several."""
-        if isinstance(self.prompt, str):
-            return self.prompt
-        if len(self.prompt) != 1:
+        """The single prompt; 400 for several, or for an empty one."""
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        if len(prompts) != 1:
             raise InvalidRequestError("Only one prompt per request is supported", param="prompt")
-        return self.prompt[0]
+        if not prompts[0]:
+            raise InvalidRequestError("The prompt is empty", param="prompt", code="empty_prompt")
+        return prompts[0]

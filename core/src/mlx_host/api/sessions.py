@@ -8,9 +8,12 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.errors import error_responses
 from mlx_host.sessions import Message, Session
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(
+    prefix="/sessions", tags=["sessions"], responses=error_responses(400, 401, 404, 413, 503)
+)
 
 
 class SessionCreate(BaseModel):

@@ -14,7 +14,7 @@ class MemorySessionStore(SessionStore):
     def __init__(self, ttl_seconds: float) -> None:
         super().__init__(ttl_seconds)
         self._sessions: dict[str, Session] = {}
-        self._messages: dict[str, list[Message]] = {}
+        self._history: dict[str, list[Message]] = {}
         self._lock = asyncio.Lock()
 
     def _live(self, service: str, session_id: str) -> Session:
@@ -28,7 +28,7 @@ class MemorySessionStore(SessionStore):
 
     def _drop(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
-        self._messages.pop(session_id, None)
+        self._history.pop(session_id, None)
 
     def _touch(self, session: Session, **changes: object) -> Session:
         now = time.time()
@@ -38,19 +38,19 @@ class MemorySessionStore(SessionStore):
         self._sessions[session.id] = touched
         return touched
 
-    async def create(self, service: str, metadata: dict[str, str]) -> Session:
+    async def _create(self, service: str, metadata: dict[str, str]) -> Session:
         session = new_session(service, metadata, self.ttl)
         async with self._lock:
             self._sessions[session.id] = session
-            self._messages[session.id] = []
+            self._history[session.id] = []
         return session
 
-    async def get(self, service: str, session_id: str) -> Session:
+    async def _get(self, service: str, session_id: str) -> Session:
         async with self._lock:
             return self._touch(self._live(service, session_id))
 
-    async def list(
-        self, service: str, limit: int, after: str | None = None
+    async def _list(
+        self, service: str, limit: int, after: str | None
     ) -> tuple[list[Session], bool]:
         async with self._lock:
             now = time.time()
@@ -63,18 +63,18 @@ class MemorySessionStore(SessionStore):
             mine = mine[ids.index(after) + 1 :] if after in ids else []
         return mine[:limit], len(mine) > limit
 
-    async def delete(self, service: str, session_id: str) -> None:
+    async def _delete(self, service: str, session_id: str) -> None:
         async with self._lock:
             self._live(service, session_id)
             self._drop(session_id)
 
-    async def messages(self, service: str, session_id: str) -> list[Message]:
+    async def _messages(self, service: str, session_id: str) -> list[Message]:
         async with self._lock:
             self._touch(self._live(service, session_id))
-            return list(self._messages[session_id])
+            return list(self._history[session_id])
 
-    async def append(self, service: str, session_id: str, messages: list[Message]) -> Session:
+    async def _append(self, service: str, session_id: str, messages: list[Message]) -> Session:
         async with self._lock:
             session = self._live(service, session_id)
-            self._messages[session_id].extend(messages)
-            return self._touch(session, message_count=len(self._messages[session_id]))
+            self._history[session_id].extend(messages)
+            return self._touch(session, message_count=len(self._history[session_id]))

@@ -7,6 +7,7 @@ service finds nothing. Appends run as one Lua script, atomic on the server.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mlx_host.errors import ServiceUnavailableError
 from mlx_host.sessions.store import Message, Session, SessionStore, new_session, not_found
+
+logger = logging.getLogger(__name__)
 
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -43,8 +46,11 @@ def _available() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        logger.warning("the session store is unavailable: %s", exc)  # names the address
         raise ServiceUnavailableError(
-            f"The session store is unavailable: {exc}", code="session_store_unavailable"
+            "The session store is unavailable; retry shortly",
+            code="session_store_unavailable",
+            headers={"Retry-After": "5"},
         ) from exc
 
 
@@ -57,7 +63,7 @@ class RedisSessionStore(SessionStore):
             url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
         )
         self._ns = namespace
-        self._append = self._redis.register_script(_APPEND)
+        self._append_script = self._redis.register_script(_APPEND)
         self._touch_script = self._redis.register_script(_TOUCH)
 
     def _keys(self, service: str, session_id: str) -> tuple[str, str]:
@@ -90,7 +96,7 @@ class RedisSessionStore(SessionStore):
             raise not_found(session_id)
         return self._session(dict(zip(fields[::2], fields[1::2], strict=True)))
 
-    async def create(self, service: str, metadata: dict[str, str]) -> Session:
+    async def _create(self, service: str, metadata: dict[str, str]) -> Session:
         session = new_session(service, metadata, self.ttl)
         meta, _ = self._keys(service, session.id)
         fields = {
@@ -109,12 +115,12 @@ class RedisSessionStore(SessionStore):
                 await pipe.execute()
         return session
 
-    async def get(self, service: str, session_id: str) -> Session:
+    async def _get(self, service: str, session_id: str) -> Session:
         with _available():
             return await self._touch(service, session_id)
 
-    async def list(
-        self, service: str, limit: int, after: str | None = None
+    async def _list(
+        self, service: str, limit: int, after: str | None
     ) -> tuple[list[Session], bool]:
         index = self._index(service)
         with _available():
@@ -141,7 +147,7 @@ class RedisSessionStore(SessionStore):
                     start -= len(expired)
         return found[:limit], len(found) > limit
 
-    async def delete(self, service: str, session_id: str) -> None:
+    async def _delete(self, service: str, session_id: str) -> None:
         meta, msgs = self._keys(service, session_id)
         with _available():
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -151,17 +157,17 @@ class RedisSessionStore(SessionStore):
         if not removed:
             raise not_found(session_id)
 
-    async def messages(self, service: str, session_id: str) -> list[Message]:
+    async def _messages(self, service: str, session_id: str) -> list[Message]:
         with _available():
             await self._touch(service, session_id)
             rows = await self._redis.lrange(self._keys(service, session_id)[1], 0, -1)
         return [Message.model_validate_json(row) for row in rows]
 
-    async def append(self, service: str, session_id: str, messages: list[Message]) -> Session:
+    async def _append(self, service: str, session_id: str, messages: list[Message]) -> Session:
         meta, msgs = self._keys(service, session_id)
         payload = [m.model_dump_json() for m in messages]
         with _available():
-            count = await self._append(
+            count = await self._append_script(
                 keys=[meta, msgs], args=[self._ttl_ms, time.time(), *payload]
             )
             if count < 0:

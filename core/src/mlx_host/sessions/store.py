@@ -6,6 +6,7 @@ created it, and any other service gets 404, exactly as for a session that does n
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -39,6 +40,10 @@ class Session(BaseModel):
     message_count: int = 0
 
 
+#: The ids this server issues; any other id is unknown, and never reaches a backend's keys.
+SESSION_ID = re.compile(r"sess_[A-Za-z0-9_-]{24}")
+
+
 def new_session(service: str, metadata: dict[str, str], ttl: float) -> Session:
     """A fresh session record with a random, unguessable id."""
     now = time.time()
@@ -57,41 +62,74 @@ def not_found(session_id: str) -> NotFoundError:
     return NotFoundError(f"No session {session_id!r}", param="session_id", code="session_not_found")
 
 
+def _known_form(session_id: str) -> str:
+    """``session_id`` if it has the form this server issues; else 404, before any storage
+    sees it (so ``<id>:messages`` and the like cannot address another key)."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise not_found(session_id[:64])
+    return session_id
+
+
 class SessionStore(ABC):
-    """Sessions with a sliding TTL: every read or write of a session extends it."""
+    """Sessions with a sliding TTL: every read or write of a session extends it.
+
+    The public methods check ids; backends implement the underscored ones.
+    """
 
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl = ttl_seconds
 
-    @abstractmethod
     async def create(self, service: str, metadata: dict[str, str]) -> Session:
         """Create an empty session owned by ``service``."""
+        return await self._create(service, metadata)
 
-    @abstractmethod
     async def get(self, service: str, session_id: str) -> Session:
         """The session, or 404 when missing, expired or owned by another service."""
+        return await self._get(service, _known_form(session_id))
 
-    @abstractmethod
     async def list(
         self, service: str, limit: int, after: str | None = None
     ) -> tuple[list[Session], bool]:
         """``service``'s sessions, oldest first, after the session ``after``; and whether more
-        follow."""
+        follow (none after an unknown ``after``)."""
+        if after is not None and not SESSION_ID.fullmatch(after):
+            return [], False
+        return await self._list(service, limit, after)
 
-    @abstractmethod
     async def delete(self, service: str, session_id: str) -> None:
         """Remove the session and its messages (404 as for ``get``)."""
+        await self._delete(service, _known_form(session_id))
 
-    @abstractmethod
     async def messages(self, service: str, session_id: str) -> list[Message]:
         """The session's messages, oldest first (404 as for ``get``)."""
+        return await self._messages(service, _known_form(session_id))
 
-    @abstractmethod
     async def append(self, service: str, session_id: str, messages: list[Message]) -> Session:
         """Append ``messages`` in one atomic step: concurrent appends never interleave."""
+        return await self._append(service, _known_form(session_id), messages)
 
     async def close(self) -> None:  # noqa: B027 (optional for backends)
         """Release connections."""
+
+    @abstractmethod
+    async def _create(self, service: str, metadata: dict[str, str]) -> Session: ...
+
+    @abstractmethod
+    async def _get(self, service: str, session_id: str) -> Session: ...
+
+    @abstractmethod
+    async def _list(
+        self, service: str, limit: int, after: str | None
+    ) -> tuple[list[Session], bool]: ...
+
+    @abstractmethod
+    async def _delete(self, service: str, session_id: str) -> None: ...
+
+    @abstractmethod
+    async def _messages(self, service: str, session_id: str) -> list[Message]: ...
+
+    @abstractmethod
+    async def _append(self, service: str, session_id: str, messages: list[Message]) -> Session: ...
 
 
 def open_store(backend: str, ttl_seconds: float, redis_url: str, **options: Any) -> SessionStore:
