@@ -80,3 +80,19 @@ def test_cli_lists_the_new_plugin(zebra_dist: Path) -> None:
     ).stdout  # fmt: skip
     line = next(row for row in out.splitlines() if "zebra" in row)
     assert "zebra_" in line and "mlx-host-zebra" in line and "0.3.1" in line
+
+
+def test_a_plugin_with_a_bad_prefix_is_one_line_naming_it(
+    zebra_dist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = zebra_dist / "mlx_host_zebra" / "__init__.py"
+    module.write_text(module.read_text().replace('key_prefix="zebra_"', 'key_prefix="Zebra-"'))
+    env = {**os.environ, "PYTHONPATH": str(zebra_dist), "COLUMNS": "80"}
+    run = subprocess.run(
+        [sys.executable, "-m", "mlx_host.cli", "plugins"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 1
+    output = (run.stdout + run.stderr).strip()
+    assert "\n" not in output and "Traceback" not in output
+    assert "mlx-host-zebra" in output and "Zebra-" in output

@@ -1,9 +1,11 @@
 """The plugin facade: discovery, duplicate and overlapping prefixes, built-in models."""
 
+from collections.abc import Callable
+
 import pytest
 from conftest import ALPHA, ServicesPlugin
 
-from mlx_host import ServiceSpec
+from mlx_host import ServiceSpec, hookimpl
 from mlx_host.errors import PluginError
 from mlx_host.models.spec import EMBEDDED_LLM
 from mlx_host.plugins import PluginManager
@@ -51,3 +53,21 @@ def test_disabled_entry_points_are_not_loaded() -> None:
     pm = PluginManager(disabled=names).load()
     assert pm.plugin_names() == ["mlx_host.builtins"]
     assert pm.services() == []
+
+
+def test_a_service_that_cannot_register_names_its_plugin() -> None:
+    class BadPrefix:
+        @hookimpl
+        def mlx_host_register_services(self, register: Callable[[ServiceSpec], None]) -> None:
+            register(ServiceSpec(name="bad", key_prefix="Bad-", default_model="m"))
+
+    pm = PluginManager()
+    pm.register(BadPrefix(), "badprefix", "dist-bad", "1.0")
+    with pytest.raises(PluginError, match="dist-bad") as caught:
+        pm.load(discover=False).services()
+    assert "key_prefix" in str(caught.value)
+
+
+def test_service_names_are_safe_in_paths_and_keys() -> None:
+    with pytest.raises(ValueError, match="service name"):
+        ServiceSpec(name="a:b", key_prefix="ab_", default_model="m")

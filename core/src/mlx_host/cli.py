@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from mlx_host.errors import MLXHostError, PluginError
 from mlx_host.keys import generate_key
-from mlx_host.plugins import PluginManager
-from mlx_host.settings import get_settings
+from mlx_host.models.spec import WeightFormatSetting
+from mlx_host.plugins import InstalledService, PluginManager
+from mlx_host.settings import Settings, get_settings
 
 app = typer.Typer(help="Plugin-based, OpenAI-compatible inference server on MLX.")
 models_app = typer.Typer(help="Model conversion and management.")
@@ -24,12 +26,34 @@ app.add_typer(models_app, name="models")
 console = Console()
 
 
-def _services() -> list:
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error line; the caller raises what this returns."""
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    """The settings, or one line per invalid one naming it and what it accepts."""
     try:
-        return PluginManager(get_settings().disabled_plugins).load().services()
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "MLX_HOST_" + "_".join(str(p) for p in error["loc"][:1]).upper()
+            console.print(
+                f"[red]error:[/red] {name}={error.get('input')!r}: {error['msg']}",
+                soft_wrap=True, highlight=False,
+            )  # fmt: skip
+        raise typer.Exit(2) from exc
+
+
+def _plugins(settings: Settings) -> tuple[PluginManager, list[InstalledService]]:
+    """The loaded plugins and their services; a plugin or service that cannot load is one
+    line naming it."""
+    try:
+        plugins = PluginManager(settings.disabled_plugins).load()
+        return plugins, plugins.services()
     except PluginError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise _fail(str(exc)) from exc
 
 
 @app.command()
@@ -41,25 +65,28 @@ def serve(
     """Start the server. With no MLX_HOST_API_KEYS, prints one new key per service, once."""
     import uvicorn
 
-    settings = get_settings()
+    from mlx_host.app import create_app
+
+    settings = _settings()
     if settings.environment == "production" and not (
         settings.ssl_certfile or settings.allow_insecure
     ):
-        console.print(
-            "[red]error:[/red] production needs TLS: set MLX_HOST_SSL_CERTFILE and "
-            "MLX_HOST_SSL_KEYFILE, or MLX_HOST_ALLOW_INSECURE=true behind a TLS proxy"
+        raise _fail(
+            "production needs TLS: set MLX_HOST_SSL_CERTFILE and MLX_HOST_SSL_KEYFILE, or "
+            "MLX_HOST_ALLOW_INSECURE=true behind a TLS proxy",
+            2,
         )
-        raise typer.Exit(2)
     # uvicorn configures only its own loggers; ours say what loads, converts and evicts.
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
     )
-    services = _services()
+    plugins, services = _plugins(settings)
     if not settings.api_keys:
         keys = [generate_key(s.spec.key_prefix) for s in services]
         # Handed to the app (and to --reload workers) through the environment, never logged.
         os.environ["MLX_HOST_API_KEYS"] = ",".join(keys)
         get_settings.cache_clear()
+        settings = _settings()
         console.print(
             "[bold]API keys for this run[/bold] (shown once; set MLX_HOST_API_KEYS to keep)"
         )
@@ -67,19 +94,21 @@ def serve(
             # Plain print: a wrapped or truncated key cannot be copied.
             print(f"  {service.spec.name:<12} {key}", flush=True)
     try:
-        uvicorn.run(
-            "mlx_host.app:create_app",
-            factory=True,
-            host=host or settings.host,
-            port=port or settings.port,
-            reload=reload,
-            log_level=settings.log_level,
-            ssl_certfile=settings.ssl_certfile,
-            ssl_keyfile=settings.ssl_keyfile,
-        )
+        # Built here, not by uvicorn, so that a bad key or plugin is one line, not a traceback.
+        app_or_factory = "mlx_host.app:create_app" if reload else create_app(settings, plugins)
     except PluginError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise _fail(str(exc)) from exc
+    uvicorn.run(
+        app_or_factory,
+        factory=reload,
+        host=host or settings.host,
+        port=port or settings.port,
+        reload=reload,
+        log_level=settings.log_level,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+    )
 
 
 @app.command()
@@ -88,7 +117,7 @@ def plugins() -> None:
     table = Table(title="Installed services")
     for column in ("service", "key prefix", "default model", "distribution", "version"):
         table.add_column(column)
-    for s in _services():
+    for s in _plugins(_settings())[1]:
         table.add_row(
             s.spec.name, s.spec.key_prefix, s.spec.default_model, s.distribution, s.version
         )
@@ -98,8 +127,6 @@ def plugins() -> None:
 @app.command("env-example")
 def env_example() -> None:
     """Print every setting as a commented .env line with its default (this is .env.example)."""
-    from mlx_host.settings import Settings
-
     print("# Every mlx-host setting, with its default. Copy to .env and uncomment what you change.")
     print("# Variables override .env. Lists are comma-separated; MLX_HOST_MODELS is a JSON object.")
     for name, info in Settings.model_fields.items():
@@ -121,7 +148,7 @@ def convert(
     src: Annotated[Path, typer.Argument(help="A .gguf file or a Hugging Face-format directory.")],
     dst: Annotated[Path, typer.Argument(help="The MLX model directory to write.")],
     weight_format: Annotated[
-        str, typer.Option("--format", help="auto, float32, float16 or quantized.")
+        WeightFormatSetting, typer.Option("--format", help="How to store the weights.")
     ] = "auto",
 ) -> None:
     """Convert a model into an MLX directory that mlx-host (and mlx-lm) can serve."""
@@ -129,8 +156,7 @@ def convert(
     from mlx_host.models.sources import convert_into_cache
 
     if dst.exists():
-        console.print(f"[red]error:[/red] {dst} already exists")
-        raise typer.Exit(2)
+        raise _fail(f"{dst} already exists", 2)
     fmt = preferred_weight_format(weight_format)
     try:
         with Progress(console=console) as progress:
@@ -141,8 +167,7 @@ def convert(
 
             convert_into_cache(src, dst, fmt, advance)
     except MLXHostError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from exc
+        raise _fail(exc.message) from exc
     console.print(f"wrote {dst}")
 
 
@@ -155,21 +180,31 @@ def _admin_call(method: str, path: str, url: str | None) -> dict:
     """Call a running server's management API with MLX_HOST_ADMIN_KEY."""
     import httpx
 
-    settings = get_settings()
+    settings = _settings()
     if settings.admin_key is None:
-        console.print("[red]error:[/red] set MLX_HOST_ADMIN_KEY to manage a running server")
-        raise typer.Exit(2)
+        raise _fail(
+            "MLX_HOST_ADMIN_KEY is not set here: set it to the admin key the server was "
+            "started with",
+            2,
+        )
     base = url or f"http://{settings.host}:{settings.port}"
     headers = {"Authorization": f"Bearer {settings.admin_key.get_secret_value()}"}
     try:
         response = httpx.request(method, f"{base}/api/v1{path}", headers=headers, timeout=None)
     except httpx.HTTPError as exc:
-        console.print(f"[red]error:[/red] cannot reach {base}: {exc}")
-        raise typer.Exit(1) from exc
-    body = response.json()
+        raise _fail(f"cannot reach the server at {base} (set --url or MLX_HOST_PORT)") from exc
+    if response.status_code == 401:
+        raise _fail(
+            f"the server at {base} refused MLX_HOST_ADMIN_KEY: set it to the admin key the "
+            "server was started with"
+        )
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise _fail(f"{base} answered {response.status_code} without JSON") from exc
     if response.status_code >= 400:
-        console.print(f"[red]error {response.status_code}:[/red] {body['error']['message']}")
-        raise typer.Exit(1)
+        message = body.get("error", {}).get("message", response.reason_phrase)
+        raise _fail(f"{response.status_code}: {message}")
     return body
 
 
@@ -177,32 +212,41 @@ def _gib(value: int | None) -> str:
     return "" if value is None else f"{value / 1024**3:.2f} GiB"
 
 
+def _keep(model: dict) -> str:
+    """How hard a model is kept loaded: pinned, or its eviction priority."""
+    return "pinned" if model.get("pinned") else str(model.get("priority", ""))
+
+
+def _served_by(model: dict) -> str:
+    """Blank when a model serves itself; else what serves it."""
+    served_by = model.get("served_by")
+    if served_by is None:
+        return "(no weights here)"
+    return f"stand-in {served_by}" if model.get("stand_in") else ""
+
+
 @models_app.command("list")
 def list_models(url: ServerUrl = None) -> None:
-    """List a running server's models: loaded state, memory, priority, pins."""
+    """List a running server's models: kind, state, memory, format, how they are kept."""
     models = _admin_call("GET", "/models", url)["data"]
     usage = _admin_call("GET", "/models/memory/usage", url)
     table = Table(
         title=f"Models ({_gib(usage['used_bytes'])} used of {_gib(usage['budget_bytes'])})"
     )
-    for column in (
-        "model",
-        "kind",
-        "loaded",
-        "memory",
-        "format",
-        "priority",
-        "pinned",
-        "served by",
-    ):
-        table.add_column(column)
+    # Nothing is cut short: names fold onto more lines on a narrow terminal, and output for
+    # a pipe or file is as wide as the table needs.
+    for column in ("model", "kind", "state", "memory", "format", "kept", "served by"):
+        table.add_column(column, overflow="fold")
     for m in models:
         table.add_row(
-            m["id"], m.get("kind", ""), "yes" if m["loaded"] else "", _gib(m.get("memory_bytes")),
-            m.get("weight_format", ""), str(m.get("priority", "")),
-            "yes" if m.get("pinned") else "", m.get("served_by") or "(no source)",
+            m["id"], m.get("kind", ""), m.get("state", ""), _gib(m.get("memory_bytes")),
+            m.get("weight_format", ""), _keep(m), _served_by(m),
         )  # fmt: skip
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        unbounded = console.options.update_width(10_000)
+        Console(width=console.measure(table, options=unbounded).maximum).print(table)
 
 
 @models_app.command("load")

@@ -81,7 +81,13 @@ class PluginManager:
             ) -> None:
                 found.append(InstalledService(spec, *_origin))
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # e.g. a ServiceSpec with a bad prefix
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} from distribution {dist} could not register "
+                    f"its services: {exc}"
+                ) from exc
         _check_unique(found)
         return found
 
