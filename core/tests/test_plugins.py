@@ -25,7 +25,7 @@ def test_services_carry_their_distribution() -> None:
 
 
 def test_duplicate_prefix_names_both_distributions() -> None:
-    twin = ServiceSpec(name="twin", key_prefix="alpha_", default_model="m")
+    twin = ServiceSpec(name="twin", key_prefix="alpha_", chat_model="m", completion_model="m")
     pm = manager(a=("dist-a", (ALPHA,)), b=("dist-b", (twin,)))
     with pytest.raises(PluginError, match="dist-a") as caught:
         pm.services()
@@ -33,14 +33,16 @@ def test_duplicate_prefix_names_both_distributions() -> None:
 
 
 def test_prefix_that_starts_another_is_refused() -> None:
-    longer = ServiceSpec(name="alphabet", key_prefix="alpha_bet_", default_model="m")
+    longer = ServiceSpec(
+        name="alphabet", key_prefix="alpha_bet_", chat_model="m", completion_model="m"
+    )
     with pytest.raises(PluginError, match="alpha_bet_"):
         manager(a=("dist-a", (ALPHA,)), b=("dist-b", (longer,))).services()
 
 
 def test_bad_prefix_is_refused_when_declared() -> None:
     with pytest.raises(ValueError, match="key_prefix"):
-        ServiceSpec(name="x", key_prefix="NoUnderscore", default_model="m")
+        ServiceSpec(name="x", key_prefix="NoUnderscore", chat_model="m", completion_model="m")
 
 
 def test_builtins_register_the_embedded_model() -> None:
@@ -59,7 +61,9 @@ def test_a_service_that_cannot_register_names_its_plugin() -> None:
     class BadPrefix:
         @hookimpl
         def mlx_host_register_services(self, register: Callable[[ServiceSpec], None]) -> None:
-            register(ServiceSpec(name="bad", key_prefix="Bad-", default_model="m"))
+            register(
+                ServiceSpec(name="bad", key_prefix="Bad-", chat_model="m", completion_model="m")
+            )
 
     pm = PluginManager()
     pm.register(BadPrefix(), "badprefix", "dist-bad", "1.0")
@@ -70,4 +74,4 @@ def test_a_service_that_cannot_register_names_its_plugin() -> None:
 
 def test_service_names_are_safe_in_paths_and_keys() -> None:
     with pytest.raises(ValueError, match="service name"):
-        ServiceSpec(name="a:b", key_prefix="ab_", default_model="m")
+        ServiceSpec(name="a:b", key_prefix="ab_", chat_model="m", completion_model="m")

@@ -66,17 +66,17 @@ async def test_other_services_see_nothing(store: SessionStore) -> None:
     ):
         with pytest.raises(NotFoundError):
             await call
-    assert (await store.list("fork", 10))[0] == []
+    assert (await store.page("fork", 10))[0] == []
     assert [m.content for m in await store.messages("vista", s.id)] == ["secret"]
 
 
 async def test_list_paginates_oldest_first(store: SessionStore) -> None:
     ids = [(await store.create("fork", {"n": str(i)})).id for i in range(5)]
-    page, more = await store.list("fork", 2)
+    page, more = await store.page("fork", 2)
     assert [s.id for s in page] == ids[:2] and more
-    page, more = await store.list("fork", 2, after=page[-1].id)
+    page, more = await store.page("fork", 2, after=page[-1].id)
     assert [s.id for s in page] == ids[2:4] and more
-    page, more = await store.list("fork", 2, after=page[-1].id)
+    page, more = await store.page("fork", 2, after=page[-1].id)
     assert [s.id for s in page] == ids[4:] and not more
 
 
@@ -85,7 +85,7 @@ async def test_delete(store: SessionStore) -> None:
     await store.delete("vista", s.id)
     with pytest.raises(NotFoundError):
         await store.get("vista", s.id)
-    assert (await store.list("vista", 10))[0] == []
+    assert (await store.page("vista", 10))[0] == []
 
 
 async def test_concurrent_appends_never_interleave(store: SessionStore) -> None:
@@ -112,7 +112,7 @@ async def test_ttl_expires_and_use_extends_it(make_store: MakeStore) -> None:
         await store.get("vista", kept.id)
     with pytest.raises(NotFoundError):
         await store.get("vista", dropped.id)
-    assert [s.id for s in (await store.list("vista", 10))[0]] == [kept.id]
+    assert [s.id for s in (await store.page("vista", 10))[0]] == [kept.id]
     await store.close()
 
 

@@ -1,6 +1,6 @@
 """StopMatcher: stop strings found across chunk boundaries, nothing of them emitted."""
 
-from mlx_host.engine.stops import StopMatcher
+from mlx_host.stops import StopMatcher
 
 
 def feed_all(matcher: StopMatcher, chunks: list[str]) -> tuple[str, bool]:

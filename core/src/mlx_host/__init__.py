@@ -1,11 +1,58 @@
 """mlx-host: a plugin-based, OpenAI-compatible inference server on Apple's MLX.
 
-Plugin authors need only what is exported here.
+Plugin authors need only what is exported here; docs/plugins.md describes every hook.
 """
 
-from mlx_host.errors import MLXHostError
+from mlx_host.api.deps import Caller, HostDep
+from mlx_host.errors import (
+    AuthenticationError,
+    ConflictError,
+    GenerationError,
+    InvalidRequestError,
+    MLXHostError,
+    ModelLoadError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServiceUnavailableError,
+)
+from mlx_host.generation import Delta, SamplingParams, TextGenerator, TextRequest
 from mlx_host.hookspecs import hookimpl
+from mlx_host.host import Host
+from mlx_host.models.engine import Engine, EngineType, PreparedModel
+from mlx_host.models.manager import LoadedModel
 from mlx_host.models.spec import ModelSpec
-from mlx_host.services import PromptPolicy, ServiceSpec
+from mlx_host.plugins import InstalledService
+from mlx_host.services import Capability, ServicePolicy, ServiceSpec
 
-__all__ = ["MLXHostError", "ModelSpec", "PromptPolicy", "ServiceSpec", "hookimpl"]
+__all__ = [
+    "AuthenticationError",
+    "Caller",
+    "Capability",
+    "ConflictError",
+    "Delta",
+    "Engine",
+    "EngineType",
+    "GenerationError",
+    "Host",
+    "HostDep",
+    "InstalledService",
+    "InvalidRequestError",
+    "LoadedModel",
+    "MLXHostError",
+    "ModelLoadError",
+    "ModelSpec",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PreparedModel",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "SamplingParams",
+    "ServicePolicy",
+    "ServiceSpec",
+    "ServiceUnavailableError",
+    "TextGenerator",
+    "TextRequest",
+    "hookimpl",
+]

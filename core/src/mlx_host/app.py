@@ -1,4 +1,5 @@
-"""The application factory: one FastAPI app per Host, OpenAI routes under /api/v1 and /v1."""
+"""The application factory: one FastAPI app per Host, every registered router under /api/v1
+and /v1."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 
-from mlx_host.api import chat, completions, health, models, sessions
 from mlx_host.api.body_limit import BodyLimitMiddleware
 from mlx_host.api.deps import require_service
 from mlx_host.api.errors import error_responses, install_error_handlers
+from mlx_host.errors import PluginError
 from mlx_host.host import Host
 from mlx_host.plugins import PluginManager
 from mlx_host.settings import Settings, get_settings
@@ -31,7 +32,8 @@ async def _unload_idle_models(host: Host, every_seconds: float = 1.0) -> None:
 
 
 def create_app(settings: Settings | None = None, plugins: PluginManager | None = None) -> FastAPI:
-    """Build the app: load plugins, mount core and plugin routers, install error handling."""
+    """Build the app: load plugins, mount their routers (the core's first), install error
+    handling. Importing this module does not import MLX; the first model load does."""
     settings = settings or get_settings()
     host = Host.build(settings, plugins)
 
@@ -48,18 +50,18 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
     app.state.host = host
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-
-    api = APIRouter()
-    for router in (chat.router, completions.router, models.router, sessions.router, health.router):
-        api.include_router(router)
-    for prefix in API_PREFIXES:
-        app.include_router(api, prefix=prefix)
-    for name, service in host.services.items():
-        if service.spec.router is not None:
+    for route in host.plugins.routes():
+        if route.service is not None and route.service not in host.services:
+            raise PluginError(
+                f"plugin {route.plugin!r} registered routes for the unknown service "
+                f"{route.service!r}"
+            )
+        only = [Depends(require_service(route.service))] if route.service else []
+        for prefix in API_PREFIXES:
             app.include_router(
-                service.spec.router,
-                prefix=f"/api/v1/{name}",
-                dependencies=[Depends(require_service(name))],
-                responses=error_responses(401, 403),
+                route.router,
+                prefix=prefix,
+                dependencies=only,
+                responses=error_responses(401, 403) if only else None,
             )
     return app

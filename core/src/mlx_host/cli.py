@@ -1,4 +1,4 @@
-"""The ``mlx-host`` command: serve, list plugins, convert models."""
+"""The ``mlx-host`` command: serve, list plugins, manage models, and plugins' own commands."""
 
 from __future__ import annotations
 
@@ -113,15 +113,23 @@ def serve(
 
 @app.command()
 def plugins() -> None:
-    """List installed services: key prefix, default model and the distribution providing it."""
+    """List installed services (key prefix, default model per capability, distribution) and
+    engines (which model kinds they run; what an unavailable one needs)."""
+    manager, services = _plugins(_settings())
     table = Table(title="Installed services")
-    for column in ("service", "key prefix", "default model", "distribution", "version"):
-        table.add_column(column)
-    for s in _plugins(_settings())[1]:
-        table.add_row(
-            s.spec.name, s.spec.key_prefix, s.spec.default_model, s.distribution, s.version
-        )
+    for column in ("service", "key prefix", "default models", "distribution", "version"):
+        table.add_column(column, overflow="fold")
+    for s in services:
+        defaults = "\n".join(f"{c}: {m}" for c, m in s.spec.default_models.items())
+        table.add_row(s.spec.name, s.spec.key_prefix, defaults, s.distribution, s.version)
     console.print(table)
+    engines = Table(title="Engines")
+    for column in ("engine", "kind", "available"):
+        engines.add_column(column, overflow="fold")
+    for e in manager.engines():
+        missing = e.missing()
+        engines.add_row(e.name, e.kind, f"no: {e.install_hint}" if missing else "yes")
+    console.print(engines)
 
 
 @app.command("env-example")
@@ -264,5 +272,15 @@ def unload_model(name: str, url: ServerUrl = None) -> None:
     console.print(f"unloaded {name}")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The ``mlx-host`` command, with the subcommands installed plugins add."""
+    try:
+        manager = PluginManager(get_settings().disabled_plugins).load()
+        manager.add_commands(app)
+    except (ValidationError, PluginError):
+        pass  # the command itself reports it in one line, if it needs the plugins
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,11 +1,14 @@
-"""What a request asks of a text generator and what it gets back.
+"""What a request asks of a text generator and what it gets back, and the interface of the
+engines that generate text (``llm`` models).
 
 These types are free of MLX, so routers, plugins and tests can use them without loading it.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 #: Seeds are accepted in OpenAI's range (a signed 64-bit integer) and used modulo 2**64,
 #: the range MLX's random keys take.
@@ -25,6 +28,21 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class TextRequest:
+    """One generation: the prompt's tokens, how to sample, and who asks for what.
+
+    ``model`` is the name the service chose (a stand-in may serve it); ``service`` and
+    ``capability`` say who asks and through which endpoint, for scheduling and accounting.
+    """
+
+    prompt: list[int]
+    params: SamplingParams
+    service: str
+    model: str
+    capability: Literal["chat", "completion"] = "chat"
+
+
+@dataclass(frozen=True)
 class Delta:
     """A piece of generated text; the last one of a request has a ``finish_reason``."""
 
@@ -33,3 +51,24 @@ class Delta:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """What engines of ``llm`` models offer the API (and plugin routes)."""
+
+    #: Most tokens of prompt plus answer the model takes (None: unknown).
+    context_length: int | None
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The prompt tokens for ``messages`` with the model's chat template, ready for the
+        assistant's turn; ``InvalidRequestError`` when the template refuses them."""
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Tokens of plain text (no template)."""
+        ...
+
+    def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
+        """The answer as it is generated; leaving the iteration early cancels it."""
+        ...

@@ -1,16 +1,22 @@
-"""The assembled server: settings, loaded plugins, their services, keys and models."""
+"""The assembled server: settings, loaded plugins, their services, keys, models and sessions.
+
+Route handlers (the core's and plugins') reach everything through it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlx_host import runtime
 from mlx_host.keys import KeyRing
 from mlx_host.models.config_file import read_models_file
-from mlx_host.models.manager import ModelManager
+from mlx_host.models.engine import EngineRegistry
+from mlx_host.models.manager import LoadedModel, ModelManager
 from mlx_host.models.memory import physical_memory
 from mlx_host.models.registry import ModelRegistry
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService, PluginManager
+from mlx_host.services import CAPABILITY_KINDS, Capability, ServiceSpec
 from mlx_host.sessions import SessionStore, open_store
 from mlx_host.settings import Settings
 
@@ -20,6 +26,7 @@ class Host:
     """Everything a request needs, built once per app."""
 
     settings: Settings
+    plugins: PluginManager
     services: dict[str, InstalledService]
     keys: KeyRing
     models: ModelManager
@@ -28,9 +35,10 @@ class Host:
     @classmethod
     def build(cls, settings: Settings, plugins: PluginManager | None = None) -> Host:
         """Load plugins (unless given), register models and keys; raises PluginError on clashes."""
+        runtime.choose_blas(settings.blas)
         plugins = plugins or PluginManager(settings.disabled_plugins).load()
         services = {s.spec.name: s for s in plugins.services()}
-        registry = ModelRegistry(stand_in=settings.stand_in_model)
+        registry = ModelRegistry(stand_ins=settings.stand_in_models)
         for spec in plugins.models():
             registry.register(spec)
         if settings.models_file is not None:
@@ -44,23 +52,27 @@ class Host:
                 else ModelSpec(name=name, source=source)
             )
         for service in services.values():
-            registry.declare(service.spec.default_model)
+            for capability, model in service.spec.default_models.items():
+                registry.declare(model, CAPABILITY_KINDS[capability])
         keys = KeyRing({s.spec.key_prefix: name for name, s in services.items()})
         keys.add_all(k.get_secret_value() for k in settings.api_keys)
         manager = ModelManager(
             registry,
-            cache_dir=settings.cache_dir,
-            weight_format=settings.weight_format,
-            scheduler_options={
-                "max_batch_size": settings.max_batch_size,
-                "max_queued": settings.max_queued_requests,
-                "prompt_cache_bytes": settings.prompt_cache_bytes,
-            },
+            EngineRegistry(plugins.engines(), settings.engines),
+            settings,
             budget_bytes=settings.memory_budget_bytes
             or physical_memory() - settings.memory_margin_bytes,
-            mlx_cache_limit_bytes=settings.mlx_cache_limit_bytes,
         )
         sessions = open_store(
             settings.session_backend, settings.session_ttl_seconds, settings.redis_url
         )
-        return cls(settings, services, keys, manager, sessions)
+        return cls(settings, plugins, services, keys, manager, sessions)
+
+    async def model_for(
+        self, service: ServiceSpec, capability: Capability, requested: str | None = None
+    ) -> tuple[str, LoadedModel]:
+        """The model a service's request for ``capability`` gets (its default, or the one it
+        asks for if its policy allows), loaded: the chosen name and what serves it."""
+        name = self.models.registry.choose(service, capability, requested)
+        _, model = await self.models.get(name, CAPABILITY_KINDS[capability])
+        return name, model

@@ -1,20 +1,32 @@
-"""What a service plugin declares: its key prefix, default model and prompt policy."""
+"""What a service plugin declares: its key prefix, a default model for each capability it
+offers, and its policy."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*_$")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
+#: What a service can offer its callers, each through its own endpoints.
+Capability = Literal["chat", "completion", "transcription", "speech", "embedding"]
+CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
+#: The model kind each capability needs.
+CAPABILITY_KINDS: dict[Capability, str] = {
+    "chat": "llm",
+    "completion": "llm",
+    "transcription": "stt",
+    "speech": "tts",
+    "embedding": "embedding",
+}
 
-class PromptPolicy(BaseModel):
-    """How a service shapes every chat request before generation.
+
+class ServicePolicy(BaseModel):
+    """How a service shapes every request before the engine sees it.
 
     Request values win over these defaults; caps are never exceeded.
     """
@@ -22,7 +34,7 @@ class PromptPolicy(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     system_prompt: str | None = Field(
-        None, description="Used as the system message when a request brings none."
+        None, description="Used as the system message when a chat request brings none."
     )
     temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Default nucleus-sampling mass.")
@@ -34,7 +46,9 @@ class PromptPolicy(BaseModel):
         "the oldest history messages (the response says how many), or answer 413.",
     )
     allowed_models: tuple[str, ...] = Field(
-        (), description='Models a caller may ask for instead of the default; "*" allows any.'
+        (),
+        description='Models a caller may ask for instead of the defaults; "*" allows any. '
+        "A model serves only the capabilities its kind can.",
     )
 
 
@@ -42,15 +56,19 @@ class PromptPolicy(BaseModel):
 class ServiceSpec:
     """A service: callers whose key starts with ``key_prefix`` are served by it.
 
-    ``router``, if given, is mounted under ``/api/v1/<name>/``.
+    It offers each capability it names a default model for (``chat_model``, ...); a key of a
+    service asking for a capability it does not offer gets 403.
     """
 
     name: str
     key_prefix: str
-    default_model: str
-    policy: PromptPolicy = field(default_factory=PromptPolicy)
+    chat_model: str | None = None
+    completion_model: str | None = None
+    transcription_model: str | None = None
+    speech_model: str | None = None
+    embedding_model: str | None = None
+    policy: ServicePolicy = field(default_factory=ServicePolicy)
     description: str = ""
-    router: APIRouter | None = None
 
     def __post_init__(self) -> None:
         # The name becomes a URL path segment and part of storage keys.
@@ -64,3 +82,23 @@ class ServiceSpec:
                 f"service {self.name!r}: key_prefix {self.key_prefix!r} must be lowercase "
                 "letters, digits and underscores ending in '_'"
             )
+        if not self.capabilities:
+            raise ValueError(
+                f"service {self.name!r} offers nothing: give a default model for at least one "
+                f"capability ({', '.join(f'{c}_model' for c in CAPABILITIES)})"
+            )
+
+    def default_model(self, capability: Capability) -> str | None:
+        """The model for ``capability`` when a request names none (None: not offered)."""
+        model: str | None = getattr(self, f"{capability}_model")
+        return model
+
+    @property
+    def capabilities(self) -> tuple[Capability, ...]:
+        """The capabilities this service offers."""
+        return tuple(c for c in CAPABILITIES if self.default_model(c) is not None)
+
+    @property
+    def default_models(self) -> dict[Capability, str]:
+        """Each offered capability's default model."""
+        return {c: m for c in CAPABILITIES if (m := self.default_model(c)) is not None}

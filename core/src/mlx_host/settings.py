@@ -63,10 +63,16 @@ class Settings(BaseSettings):
         description="Most bytes of freed buffers MLX keeps for reuse (counted as used memory; "
         "emptied whenever a model goes idle).",
     )
-    stand_in_model: str = Field(
-        "smollm2-135m-instruct",
-        description="Model that serves an alias with no configured source (a service default "
-        "such as qwen3-14b on a machine without it). Empty: such aliases answer 503.",
+    stand_in_models: dict[str, str] = Field(
+        default_factory=lambda: {"llm": "smollm2-135m-instruct"},
+        description="JSON object: for each model kind, the model that serves names of that "
+        "kind with no configured source (a service default such as qwen3-14b on a machine "
+        "without it). A kind left out: such names answer 503.",
+    )
+    engines: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object: the engine that runs each model kind, e.g. {"tts": '
+        '"mlx-audio"}, where more than one is installed. Default: the first registered.',
     )
     weight_format: Literal["auto", "float32", "float16", "quantized"] = Field(
         "auto",
@@ -117,7 +123,7 @@ class Settings(BaseSettings):
     allow_insecure: bool = Field(
         False, description="Allow production without TLS (e.g. behind a TLS-terminating proxy)."
     )
-    shutdown_timeout_seconds: float = Field(
+    shutdown_timeout_seconds: int = Field(
         30,
         gt=0,
         description="On shutdown, how long running requests may take to finish before they "

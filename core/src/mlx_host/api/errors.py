@@ -100,7 +100,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     error_type = _TYPES.get(exc.status_code, "invalid_request_error")
-    return error_response(exc.status_code, str(exc.detail), error_type, headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, str(exc.detail), error_type, headers=headers)
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:

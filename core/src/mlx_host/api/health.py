@@ -17,7 +17,8 @@ router = APIRouter(tags=["health"], responses=error_responses())
 async def health(host: HostDep) -> dict[str, Any]:
     """Server status (``degraded`` while a loaded model has failed: its next request restarts
     it), the MLX device, the BLAS in use, the weight format chosen for converted models, the
-    installed services and the memory use of the loaded models."""
+    installed services, the engines (and what an unavailable one needs) and the memory use of
+    the loaded models."""
     from mlx_host.engine import device
 
     failed = [m.name for m in host.models.loaded() if m.state == "failed"]
@@ -26,15 +27,25 @@ async def health(host: HostDep) -> dict[str, Any]:
         "failed_models": failed,
         "version": version("mlx-host"),
         **device.describe(),
-        "weight_format": host.models.weight_format,
+        "weight_format": device.preferred_weight_format(host.settings.weight_format),
         "services": [
             {
                 "name": name,
                 "key_prefix": s.spec.key_prefix,
-                "default_model": s.spec.default_model,
+                "default_models": s.spec.default_models,
                 "distribution": s.distribution,
             }
             for name, s in host.services.items()
+        ],
+        "engines": [
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "available": not (missing := e.missing()),
+                "missing": missing,
+                "install_hint": e.install_hint if missing else None,
+            }
+            for e in host.models.engines.types()
         ],
         "memory": host.models.usage(),
     }

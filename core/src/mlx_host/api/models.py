@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 
 from mlx_host.api.deps import HostDep, Reader, require_admin
 from mlx_host.api.errors import error_responses
-from mlx_host.errors import NotFoundError, ServiceUnavailableError
+from mlx_host.errors import ModelLoadError, NotFoundError, ServiceUnavailableError
 from mlx_host.models.manager import ModelManager
 from mlx_host.plugins import InstalledService
 
@@ -21,29 +21,40 @@ Admin = [Depends(require_admin)]
 
 
 def visible_models(manager: ModelManager, reader: InstalledService | None) -> list[str]:
-    """Names a reader may see: every model for the admin; for a service its default first,
-    then what its policy allows."""
+    """Names a reader may see: every model for the admin; for a service its default models
+    first (by capability), then what its policy allows."""
     every = [s.name for s in manager.registry.specs()]
     if reader is None:
         return every
-    service = reader.spec
-    allowed = every if "*" in service.policy.allowed_models else service.policy.allowed_models
-    return [service.default_model, *(n for n in allowed if n != service.default_model)]
+    policy = reader.spec.policy
+    allowed = every if "*" in policy.allowed_models else list(policy.allowed_models)
+    names = [*reader.spec.default_models.values(), *allowed]
+    return list(dict.fromkeys(names))  # in order, each once
 
 
 def describe(manager: ModelManager, name: str) -> dict[str, Any]:
-    """One model in OpenAI's shape plus what serves it and what it costs in memory."""
+    """One model in OpenAI's shape plus what serves it, with which engine, and what it costs
+    in memory."""
     entry: dict[str, Any] = {"id": name, "object": "model", "created": 0}
     try:
         resolved = manager.registry.resolve(name)
     except ServiceUnavailableError:  # declared, but no weights and no stand-in here
-        return {**entry, "owned_by": "mlx-host", "served_by": None, "loaded": False}
+        declared = manager.registry.find(name)
+        return {
+            **entry, "owned_by": "mlx-host", "kind": declared.kind if declared else None,
+            "served_by": None, "loaded": False, "state": "unavailable",
+        }  # fmt: skip
     spec = resolved.spec
     loaded = manager.get_loaded(spec.name)
+    try:
+        engine: str | None = manager.engines.for_spec(spec).name
+    except ModelLoadError:
+        engine = None
     return {
         **entry,
         "owned_by": spec.owned_by,
         "kind": spec.kind,
+        "engine": engine,
         "aliases": list(spec.aliases),
         "served_by": spec.name,
         "stand_in": resolved.stand_in,
@@ -51,7 +62,9 @@ def describe(manager: ModelManager, name: str) -> dict[str, Any]:
         "state": loaded.state if loaded else "unloaded",
         "memory_bytes": loaded.memory_bytes if loaded else None,
         "last_used": loaded.last_used if loaded else None,
-        "weight_format": loaded.weight_format if loaded else manager.planned_format(spec),
+        "weight_format": (
+            loaded.engine.prepared.weight_format if loaded else manager.planned_format(spec)
+        ),
         "priority": spec.priority,
         "pinned": spec.pinned,
         "auto_load": spec.auto_load,

@@ -1,33 +1,14 @@
-"""A service's policy applied to a generation request: which model, which sampling limits."""
+"""A service's policy applied to a generation request's sampling: defaults and caps.
+
+(Which model a request gets is the registry's ``choose``.)
+"""
 
 from __future__ import annotations
 
 from mlx_host.api.schemas import GenerationRequest
-from mlx_host.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import SamplingParams
-from mlx_host.models.registry import ModelRegistry
 from mlx_host.services import ServiceSpec
-
-
-def choose_model(service: ServiceSpec, requested: str | None, registry: ModelRegistry) -> str:
-    """The model to serve: the service default unless the caller may have another; 404 for a
-    name the server does not know, 403 for one the service may not use. Aliases are the same
-    model as their name, on either side of the check."""
-    name = service.default_model if requested in (None, "", "default") else requested
-    spec = registry.find(name)
-    if spec is None:
-        raise NotFoundError(
-            f"The model {name!r} does not exist", param="model", code="model_not_found"
-        )
-    policy = service.policy
-    permitted = {registry.canonical(n) for n in (service.default_model, *policy.allowed_models)}
-    if "*" not in policy.allowed_models and spec.name not in permitted:
-        raise PermissionDeniedError(
-            f"The {service.name!r} service may not use the model {name!r}",
-            param="model",
-            code="model_not_allowed",
-        )
-    return spec.name
 
 
 def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -> SamplingParams:

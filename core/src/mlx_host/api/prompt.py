@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-
-from jinja2 import TemplateError
+from typing import Any
 
 from mlx_host.api.schemas import ChatMessage
-from mlx_host.errors import InvalidRequestError, RequestTooLargeError
-from mlx_host.models.manager import LoadedModel
-from mlx_host.services import PromptPolicy
+from mlx_host.errors import RequestTooLargeError
+from mlx_host.generation import TextGenerator
+from mlx_host.services import ServicePolicy
 
-logger = logging.getLogger(__name__)
-Messages = list[dict[str, str]]
-
-
-def _template(model: LoadedModel, messages: Messages) -> list[int]:
-    try:
-        return list(model.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-    except TemplateError as exc:
-        if type(exc) is not TemplateError:  # a broken template, not the caller's mistake
-            logger.exception("the chat template of %s failed", model.name)
-            raise InvalidRequestError(
-                "The model's chat template cannot render these messages", param="messages"
-            ) from exc
-        # Raised by the template's own raise_exception: its words are meant for callers.
-        raise InvalidRequestError(
-            f"The model's chat template refused the messages: {exc.message}", param="messages"
-        ) from exc
-    except Exception as exc:
-        logger.exception("the chat template of %s failed", model.name)
-        raise InvalidRequestError(
-            "The model's chat template cannot render these messages", param="messages"
-        ) from exc
+Messages = list[dict[str, Any]]
 
 
 def build_prompt(
-    model: LoadedModel,
-    policy: PromptPolicy,
+    engine: TextGenerator,
+    policy: ServicePolicy,
     history: Messages,
     messages: Messages,
     max_tokens: int,
@@ -50,12 +27,12 @@ def build_prompt(
     system: Messages = []
     if policy.system_prompt and not any(m["role"] == "system" for m in history + messages):
         system = [{"role": "system", "content": policy.system_prompt}]
-    limit = model.context_length or 0
+    limit = engine.context_length or 0
 
     def too_long(prompt: list[int]) -> bool:
         return bool(limit) and len(prompt) + max_tokens > limit
 
-    prompt = _template(model, system + history + messages)
+    prompt = engine.chat_prompt(system + history + messages)
     if too_long(prompt) and history and policy.history_trim == "error":
         raise RequestTooLargeError(
             f"The session history and request need {len(prompt) + max_tokens} tokens with "
@@ -65,17 +42,16 @@ def build_prompt(
     trimmed = 0
     while too_long(prompt) and trimmed < len(history):
         trimmed += 1
-        prompt = _template(model, system + history[trimmed:] + messages)
-    check_fits(prompt, model, "messages")
+        prompt = engine.chat_prompt(system + history[trimmed:] + messages)
+    check_fits(prompt, engine.context_length, "messages")
     return prompt, trimmed
 
 
-def check_fits(prompt: list[int], model: LoadedModel, param: str) -> None:
+def check_fits(prompt: list[int], context_length: int | None, param: str) -> None:
     """413 when the prompt alone fills the model's context."""
-    limit = model.context_length
-    if limit and len(prompt) >= limit:
+    if context_length and len(prompt) >= context_length:
         raise RequestTooLargeError(
-            f"The prompt is {len(prompt)} tokens; the model's context is {limit} tokens",
+            f"The prompt is {len(prompt)} tokens; the model's context is {context_length} tokens",
             param=param,
         )
 

@@ -44,7 +44,7 @@ async def list_sessions(
     ] = None,
 ) -> dict[str, Any]:
     """The caller's service's sessions, oldest first, one page at a time."""
-    page, has_more = await host.sessions.list(caller.spec.name, limit, after)
+    page, has_more = await host.sessions.page(caller.spec.name, limit, after)
     return {"object": "list", "data": page, "has_more": has_more}
 
 

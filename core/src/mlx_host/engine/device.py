@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import mlx.core as mx
 
 from mlx_host.engine import BLAS
@@ -15,7 +17,7 @@ def device_name() -> str:
 
 def preferred_weight_format(setting: str) -> WeightFormat:
     """Resolve ``auto``: quantized matmuls are the fast path on a GPU and the slow one on the
-    CPU backend, where float32 goes through the optimized BLAS (DESIGN.md §5)."""
+    CPU backend, where float32 goes through the optimized BLAS (docs/engine.md)."""
     if setting != "auto":
         return setting  # type: ignore[return-value]
     return "quantized" if device_name() == "gpu" else "float32"
@@ -23,4 +25,4 @@ def preferred_weight_format(setting: str) -> WeightFormat:
 
 def describe() -> dict[str, str]:
     """Facts for the health report."""
-    return {"device": device_name(), "blas": BLAS, "mlx": mx.__version__}
+    return {"device": device_name(), "blas": BLAS, "mlx": version("mlx")}

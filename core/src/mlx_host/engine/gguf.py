@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import mlx.core as mx
 
@@ -132,9 +132,10 @@ def convert_gguf(
     CPU backend with an optimized BLAS). ``progress(done, total)`` is called per tensor.
     """
     try:
-        weights, meta = mx.load(str(src), return_metadata=True)
+        loaded = mx.load(str(src), return_metadata=True)
     except Exception as exc:
         raise ModelLoadError(f"cannot read GGUF file {src}: {exc}") from exc
+    weights, meta = cast(tuple[dict[str, mx.array], dict[str, Any]], loaded)
     dtype = mx.float16 if weight_format == "float16" else mx.float32
     out: dict[str, mx.array] = {}
     quantization: dict[str, Any] = {}
@@ -144,7 +145,7 @@ def convert_gguf(
         tensor = weights[name]
         stem = name.removesuffix(".weight")
         scales, biases = weights.get(f"{stem}.scales"), weights.get(f"{stem}.biases")
-        if scales is None:
+        if scales is None or biases is None:
             out[target] = tensor.astype(dtype) if weight_format != "quantized" else tensor
         else:
             bits = 32 * tensor.shape[-1] // (scales.shape[-1] * GGUF_GROUP_SIZE)

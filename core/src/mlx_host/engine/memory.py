@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from mlx_host.engine import libc
+from mlx_host.runtime import libc
 
 
 def set_buffer_cache_limit(nbytes: int) -> None:

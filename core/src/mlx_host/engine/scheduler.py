@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
@@ -43,7 +43,6 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_host.engine import memory
 from mlx_host.engine.sampling import make_request_sampler
-from mlx_host.engine.stops import StopMatcher
 from mlx_host.errors import (
     GenerationError,
     MLXHostError,
@@ -53,6 +52,7 @@ from mlx_host.errors import (
 )
 from mlx_host.generation import Delta, SamplingParams
 from mlx_host.models.memory import KVClaim
+from mlx_host.stops import StopMatcher
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +266,9 @@ class BatchScheduler:
             self._shut_down()
 
     def _load(self) -> None:
-        model, tokenizer = load(str(self.model_path))
-        self.weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+        model, tokenizer = load(str(self.model_path))[:2]
+        weights = cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
+        self.weight_bytes = sum(v.nbytes for _, v in weights)
         self._model, self._tokenizer = model, tokenizer
         self.kv_bytes_per_token = self._measure_kv_per_token()
         self._generator = self._new_generator()
@@ -378,7 +379,8 @@ class BatchScheduler:
                 max_tokens=[p.max_tokens],
                 caches=[cache],
                 all_tokens=[job.prompt[: job.cached_tokens]],
-                samplers=[make_request_sampler(p.temperature, p.top_p, p.seed)],
+                # None is greedy: mlx-lm batches it with the generator's own sampler.
+                samplers=[make_request_sampler(p.temperature, p.top_p, p.seed)],  # type: ignore[list-item]
             )
         except Exception:
             logger.exception("a request could not start on %s", self.name)
@@ -410,9 +412,10 @@ class BatchScheduler:
             return
         finished = False
         for r in responses:
-            job = self._jobs.get(r.uid)
-            if job is None:
+            receiver = self._jobs.get(r.uid)
+            if receiver is None:
                 continue
+            job = receiver
             try:
                 finished |= self._deliver(job, r)
             except Exception:

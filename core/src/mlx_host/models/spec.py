@@ -23,7 +23,14 @@ class ModelSpec(BaseModel):
     name: str
     source: str | None = None
     aliases: tuple[str, ...] = ()
-    kind: Literal["llm", "stt", "tts"] = "llm"
+    kind: str = Field(
+        "llm",
+        pattern=r"^[a-z][a-z0-9_-]*$",
+        description="llm, stt, tts, embedding, or a kind a plugin's engine runs.",
+    )
+    engine: str | None = Field(
+        None, description="The engine type to run it; default: the one for its kind."
+    )
     description: str = ""
     owned_by: str = Field("mlx-host", description="Shown as owned_by in /v1/models.")
     memory_bytes: int | None = Field(

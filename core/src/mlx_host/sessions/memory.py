@@ -49,7 +49,7 @@ class MemorySessionStore(SessionStore):
         async with self._lock:
             return self._touch(self._live(service, session_id))
 
-    async def _list(
+    async def _page(
         self, service: str, limit: int, after: str | None
     ) -> tuple[list[Session], bool]:
         async with self._lock:

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -109,7 +109,8 @@ class RedisSessionStore(SessionStore):
         }
         with _available():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(meta, mapping=fields)
+                # redis-py types the mapping's keys invariantly, as bytes | str | int | float.
+                pipe.hset(meta, mapping=fields)  # type: ignore[arg-type]
                 pipe.pexpire(meta, self._ttl_ms)
                 pipe.zadd(self._index(service), {session.id: session.created_at})
                 await pipe.execute()
@@ -119,20 +120,20 @@ class RedisSessionStore(SessionStore):
         with _available():
             return await self._touch(service, session_id)
 
-    async def _list(
+    async def _page(
         self, service: str, limit: int, after: str | None
     ) -> tuple[list[Session], bool]:
         index = self._index(service)
         with _available():
             start = 0
             if after is not None:
-                rank = await self._redis.zrank(index, after)
+                rank = cast(int | None, await self._redis.zrank(index, after))
                 if rank is None:
                     return [], False
                 start = rank + 1
             found: list[Session] = []
             while len(found) <= limit:
-                ids = await self._redis.zrange(index, start, start + limit)
+                ids = cast(list[str], await self._redis.zrange(index, start, start + limit))
                 if not ids:
                     break
                 start += len(ids)
@@ -172,7 +173,7 @@ class RedisSessionStore(SessionStore):
             )
             if count < 0:
                 raise not_found(session_id)
-            return self._session(await self._redis.hgetall(meta))
+            return self._session(cast(dict[str, str], await self._redis.hgetall(meta)))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -87,14 +87,14 @@ class SessionStore(ABC):
         """The session, or 404 when missing, expired or owned by another service."""
         return await self._get(service, _known_form(session_id))
 
-    async def list(
+    async def page(
         self, service: str, limit: int, after: str | None = None
     ) -> tuple[list[Session], bool]:
         """``service``'s sessions, oldest first, after the session ``after``; and whether more
         follow (none after an unknown ``after``)."""
         if after is not None and not SESSION_ID.fullmatch(after):
             return [], False
-        return await self._list(service, limit, after)
+        return await self._page(service, limit, after)
 
     async def delete(self, service: str, session_id: str) -> None:
         """Remove the session and its messages (404 as for ``get``)."""
@@ -118,7 +118,7 @@ class SessionStore(ABC):
     async def _get(self, service: str, session_id: str) -> Session: ...
 
     @abstractmethod
-    async def _list(
+    async def _page(
         self, service: str, limit: int, after: str | None
     ) -> tuple[list[Session], bool]: ...
 

@@ -2,14 +2,15 @@
 
 from collections.abc import Callable
 
-from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+from mlx_host import ServicePolicy, ServiceSpec, hookimpl
 
 SERVICE = ServiceSpec(
     name="anydatanext",
     key_prefix="anydatanext_",
-    default_model="qwen3-14b",
+    chat_model="qwen3-14b",
+    completion_model="qwen3-14b",
     description="Data extraction and transformation",
-    policy=PromptPolicy(
+    policy=ServicePolicy(
         system_prompt=(
             "You transform and extract data. Output only the requested data, in the requested "
             "format, with no commentary."

@@ -2,14 +2,15 @@
 
 from collections.abc import Callable
 
-from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+from mlx_host import ServicePolicy, ServiceSpec, hookimpl
 
 SERVICE = ServiceSpec(
     name="fork",
     key_prefix="fork_",
-    default_model="deepseek-coder",
+    chat_model="deepseek-coder",
+    completion_model="deepseek-coder",
     description="Code generation",
-    policy=PromptPolicy(
+    policy=ServicePolicy(
         system_prompt=(
             "You are Fork, a coding assistant. Answer with correct, minimal code in fenced "
             "blocks and a short explanation."

@@ -2,14 +2,15 @@
 
 from collections.abc import Callable
 
-from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+from mlx_host import ServicePolicy, ServiceSpec, hookimpl
 
 SERVICE = ServiceSpec(
     name="lbrxvoice",
     key_prefix="lbrxvoice_",
-    default_model="phi-3",
+    chat_model="phi-3",
+    completion_model="phi-3",
     description="Short conversational replies meant to be spoken",
-    policy=PromptPolicy(
+    policy=ServicePolicy(
         system_prompt=(
             "You are a voice assistant. Reply in one to three short spoken sentences, with no "
             "markdown, lists or code."

@@ -2,14 +2,15 @@
 
 from collections.abc import Callable
 
-from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+from mlx_host import ServicePolicy, ServiceSpec, hookimpl
 
 SERVICE = ServiceSpec(
     name="vista",
     key_prefix="vista_",
-    default_model="qwen3-14b",
+    chat_model="qwen3-14b",
+    completion_model="qwen3-14b",
     description="Medical and veterinary reasoning",
-    policy=PromptPolicy(
+    policy=ServicePolicy(
         system_prompt=(
             "You are Vista, a careful assistant for medical and veterinary professionals. "
             "Reason step by step, state uncertainty plainly, and never invent doses or "

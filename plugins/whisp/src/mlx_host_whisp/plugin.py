@@ -2,16 +2,16 @@
 
 from collections.abc import Callable
 
-from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+from mlx_host import ServicePolicy, ServiceSpec, hookimpl
 
 SERVICE = ServiceSpec(
     name="whisp",
     key_prefix="whisp_",
-    # The chat model that tidies and summarises transcripts; transcription itself uses an
-    # stt model once the audio endpoints exist.
-    default_model="qwen3-14b",
+    # The chat model that tidies and summarises transcripts.
+    chat_model="qwen3-14b",
+    completion_model="qwen3-14b",
     description="Audio transcription and transcript clean-up",
-    policy=PromptPolicy(
+    policy=ServicePolicy(
         system_prompt=(
             "You clean up speech transcripts: fix punctuation and obvious mis-hearings, keep "
             "the speaker's words, and never add content."

@@ -2,7 +2,7 @@
 
 The Linux ``mlx[cpu]`` wheel links a bundled reference BLAS; a library with the standard cblas
 symbols loaded first with ``RTLD_GLOBAL`` takes its place. On the 2-core CI machines this makes
-float32 decoding 2-18x faster (measured in DESIGN.md §5). This module must not import mlx.
+float32 decoding 2-18x faster (docs/engine.md). This module must not import mlx.
 """
 
 from __future__ import annotations

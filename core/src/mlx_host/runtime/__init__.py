@@ -1,0 +1,40 @@
+"""The process, prepared for MLX before MLX loads: an optimized BLAS and an allocator that
+returns freed memory.
+
+MLX-free. The app chooses the BLAS from its settings (``choose_blas``) before any model loads;
+importing ``mlx_host.engine`` then calls ``prepare()``, which does the work once. Outside an
+app (the CLI's converter, benchmarks) the process settings choose.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mlx_host.runtime import libc
+from mlx_host.runtime.blas import load_blas
+
+logger = logging.getLogger(__name__)
+
+_chosen: str | None = None
+_loaded: str | None = None
+
+
+def choose_blas(choice: str) -> None:
+    """Load ``choice`` (auto, none or a path) when MLX first loads."""
+    global _chosen
+    if _loaded is not None and choice != _chosen:
+        logger.warning(
+            "BLAS %r asked for after MLX loaded with %s: restart to use it", choice, _loaded
+        )
+    _chosen = choice
+
+
+def prepare() -> str:
+    """Tune the allocator and load the chosen BLAS, once; returns the BLAS in use."""
+    global _loaded
+    if _loaded is None:
+        from mlx_host.settings import get_settings
+
+        libc.return_large_blocks_on_free()
+        _loaded = load_blas(_chosen if _chosen is not None else get_settings().blas)
+    return _loaded
