@@ -5,27 +5,32 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mlx_host import PromptPolicy, ServiceSpec, hookimpl
+from mlx_host import ServicePolicy, ServiceSpec, hookimpl
 from mlx_host.plugins import PluginManager
 from mlx_host.testing import RunningServer, free_socket, run_server
 
 ALPHA = ServiceSpec(
     name="alpha",
     key_prefix="alpha_",
-    default_model="smollm2-135m-instruct",
-    policy=PromptPolicy(temperature=0.0, max_tokens=64, max_tokens_cap=256),
+    chat_model="smollm2-135m-instruct",
+    completion_model="smollm2-135m-instruct",
+    policy=ServicePolicy(temperature=0.0, max_tokens=64, max_tokens_cap=256),
 )
 BETA = ServiceSpec(
     name="beta",
     key_prefix="beta_",
-    default_model="not-on-this-machine",
-    policy=PromptPolicy(temperature=0.0, max_tokens=32, allowed_models=("broken",)),
+    chat_model="not-on-this-machine",
+    completion_model="not-on-this-machine",
+    policy=ServicePolicy(temperature=0.0, max_tokens=32, allowed_models=("broken",)),
 )
 
 
@@ -61,7 +66,7 @@ def broken_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(mlx_host_cache_dir: Path, broken_model_dir: Path) -> Iterator[RunningServer]:
     """One real server for the core tests: alpha serves SmolLM2; beta's default has no source
     and no stand-in, and it may also ask for a model whose directory is corrupt."""
-    settings = {"stand_in_model": "", "models": {"broken": str(broken_model_dir)}}
+    settings = {"stand_in_models": {}, "models": {"broken": str(broken_model_dir)}}
     with run_server(settings, plugin_manager(ALPHA, BETA), mlx_host_cache_dir) as running:
         yield running
 
@@ -107,3 +112,31 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, mlx_host_cache_dir: Pa
         name: write_random_llama(root / name, tokenizer_dir, hidden_size=size, seed=i)
         for i, (name, size) in enumerate(sizes.items())
     }
+
+
+@contextmanager
+def held_after_first_token(
+    server: RunningServer, model: str | None = None
+) -> Iterator[Callable[[], None]]:
+    """Let a loaded model's batch produce its next token, then hold its worker before the
+    following step until the block ends (or the yielded ``release`` is called): its requests
+    stay in flight however fast the machine is, without changing what the engine computes."""
+    loaded = server.app.state.host.models
+    engine = (loaded.get_loaded(model) if model else loaded.loaded()[0]).engine
+    generator = engine.scheduler._generator
+    step, gate, produced = generator.next, threading.Event(), threading.Event()
+
+    def held_step() -> Any:
+        if produced.is_set():
+            gate.wait()
+        result = step()
+        if result[1]:  # generation responses: a token came out
+            produced.set()
+        return result
+
+    generator.next = held_step
+    try:
+        yield gate.set
+    finally:
+        del generator.next
+        gate.set()

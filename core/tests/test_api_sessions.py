@@ -131,14 +131,14 @@ def test_history_beyond_the_context_is_trimmed_and_reported(server: RunningServe
     chat(server, session_id, "Hello.", max_tokens=2)  # loads the model
     (model,) = server.app.state.host.models.loaded()
     # A short context keeps the prefill cheap on CPU; the rule is the same at 8192 tokens.
-    full_context, model.context_length = model.context_length, 400
+    full_context, model.engine.context_length = model.engine.context_length, 400
     try:
         filler = "lorem ipsum dolor sit amet " * 12  # ~85 tokens a message
         old = [{"role": r, "content": filler} for _ in range(4) for r in ("user", "assistant")]
         api.call("POST", f"/sessions/{session_id}/messages", json={"messages": old})
         reply = chat(server, session_id, "Say ok.", max_tokens=5)
     finally:
-        model.context_length = full_context
+        model.engine.context_length = full_context
     assert reply.model_extra["session"]["trimmed_messages"] > 0
     assert reply.usage.prompt_tokens + 5 <= 400
     assert len(api.messages(session_id)) == 2 + len(old) + 2  # trimming never deletes history

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import openai
-from conftest import ALPHA, plugin_manager
+from conftest import ALPHA, held_after_first_token, plugin_manager
 
 from mlx_host.testing import RunningServer, run_server
 
@@ -42,7 +42,13 @@ def test_full_queue_is_429_with_retry_after(mlx_host_cache_dir: Path) -> None:
         headers = {"Authorization": f"Bearer {server.keys['alpha']}"}
         body = {"messages": [{"role": "user", "content": "Tell a long story."}],
                 "max_tokens": 200, "stream": True}  # fmt: skip
-        with httpx.stream("POST", url, headers=headers, json=body, timeout=60) as running:
+        client = server.openai("alpha", max_retries=0)
+        hi = [{"role": "user", "content": "hi"}]
+        client.chat.completions.create(model="default", messages=hi, max_tokens=1)
+        with (
+            held_after_first_token(server),
+            httpx.stream("POST", url, headers=headers, json=body, timeout=60) as running,
+        ):
             assert running.status_code == 200
             rejected = httpx.post(url, headers=headers, json={**body, "stream": False})
             assert rejected.status_code == 429
@@ -50,13 +56,10 @@ def test_full_queue_is_429_with_retry_after(mlx_host_cache_dir: Path) -> None:
             error = rejected.json()["error"]
             assert error["code"] == "queue_full"
             assert "has 1 request running or queued" in error["message"]
-        client = server.openai("alpha", max_retries=0)
         deadline = time.monotonic() + 10  # the closed stream frees its slot
         while True:
             try:
-                ok = client.chat.completions.create(
-                    model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=2
-                )
+                ok = client.chat.completions.create(model="default", messages=hi, max_tokens=2)
                 break
             except openai.RateLimitError:
                 assert time.monotonic() < deadline

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ALPHA, plugin_manager
+from conftest import ALPHA, held_after_first_token, plugin_manager
 
-from mlx_host import PromptPolicy, ServiceSpec
+from mlx_host import ServicePolicy, ServiceSpec
 from mlx_host.testing import RunningServer, run_server
 
 OMEGA = ServiceSpec(
     name="omega",
     key_prefix="omega_",
-    default_model="smollm2-135m-instruct",
-    policy=PromptPolicy(temperature=0.0, max_tokens=8),
+    chat_model="smollm2-135m-instruct",
+    completion_model="smollm2-135m-instruct",
+    policy=ServicePolicy(temperature=0.0, max_tokens=8),
 )
 ASK = [{"role": "user", "content": "Name a river."}]
 
@@ -41,7 +42,7 @@ def health(server: RunningServer) -> dict:
 
 def scheduler(server: RunningServer):
     (model,) = server.app.state.host.models.loaded()
-    return model.scheduler
+    return model.engine.scheduler
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +89,16 @@ def test_a_killed_worker_is_reported_and_restarted(server: RunningServer) -> Non
     engine = scheduler(server)
     body = {"messages": ASK, "max_tokens": 200, "stream": True}
     headers = {"Authorization": f"Bearer {server.keys['alpha']}"}
-    with httpx.stream(
-        "POST", f"{server.api_url}/chat/completions", headers=headers, json=body, timeout=60
-    ) as stream:
+    with (
+        held_after_first_token(server) as release,
+        httpx.stream(
+            "POST", f"{server.api_url}/chat/completions", headers=headers, json=body, timeout=60
+        ) as stream,
+    ):
         lines = stream.iter_lines()
         assert next(lines).startswith("data: ")
-        kill(engine._thread)
+        kill(engine._thread)  # raised as soon as the held worker runs Python again
+        release()
         events = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
     assert events[-1] != "[DONE]"
     error = json.loads(events[-1])["error"]

@@ -11,23 +11,25 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import plugin_manager
+from conftest import held_after_first_token, plugin_manager
 
-from mlx_host import PromptPolicy, ServiceSpec
+from mlx_host import ServicePolicy, ServiceSpec
 from mlx_host.models.spec import EMBEDDED_SOURCE
 from mlx_host.testing import RunningServer, run_server
 
 GAMMA = ServiceSpec(
     name="gamma",
     key_prefix="gamma_",
-    default_model="tiny-a",
-    policy=PromptPolicy(temperature=0, max_tokens=4, allowed_models=("*",)),
+    chat_model="tiny-a",
+    completion_model="tiny-a",
+    policy=ServicePolicy(temperature=0, max_tokens=4, allowed_models=("*",)),
 )
 DELTA = ServiceSpec(
     name="delta",
     key_prefix="delta_",
-    default_model="tiny-b",
-    policy=PromptPolicy(temperature=0, max_tokens=4, allowed_models=("*",)),
+    chat_model="tiny-b",
+    completion_model="tiny-b",
+    policy=ServicePolicy(temperature=0, max_tokens=4, allowed_models=("*",)),
 )
 Start = Callable[..., AbstractContextManager[RunningServer]]
 
@@ -61,7 +63,7 @@ def start(tiny_models: dict[str, Path], mlx_host_cache_dir: Path, tmp_path: Path
         settings = {
             "models_file": models_file,
             "memory_budget_bytes": budget + held_by_others(),
-            "stand_in_model": "",
+            "stand_in_models": {},
         }
         return run_server(settings, plugin_manager(GAMMA, DELTA), mlx_host_cache_dir)
 
@@ -156,20 +158,22 @@ def test_model_streaming_a_reply_is_never_evicted(
     start: Start, tiny_models: dict[str, Path]
 ) -> None:
     with start(two_of_three(tiny_models)) as server:
-        chat(server, "delta")
+        assert chat(server, "gamma").status_code == 200  # tiny-a
         body = {"model": "default", "messages": [{"role": "user", "content": "hi"}],
                 "max_tokens": 400, "stream": True}  # fmt: skip
         headers = {"Authorization": f"Bearer {server.keys['gamma']}"}
-        with httpx.stream(
-            "POST", f"{server.api_url}/chat/completions", headers=headers, json=body, timeout=60
-        ) as stream:
+        with (
+            held_after_first_token(server, "tiny-a"),
+            httpx.stream(
+                "POST", f"{server.api_url}/chat/completions", headers=headers, json=body, timeout=60
+            ) as stream,
+        ):
             lines = stream.iter_lines()
             next(lines)
-            time.sleep(0.2)  # tiny-b is now the least recently used, tiny-a is busy
-            # tiny-a is the least recent model but busy: tiny-b must go instead.
+            assert chat(server, "delta").status_code == 200  # tiny-b, used after tiny-a
+            # tiny-a is the least recently used model, but busy: tiny-b must go instead.
             assert chat(server, "delta", "tiny-c").status_code == 200
             assert loaded(server) == {"tiny-a", "tiny-c"}
-            assert sum(1 for line in lines if line.startswith("data: {")) > 5
 
 
 def test_concurrent_first_requests_share_one_load(
@@ -231,7 +235,7 @@ def test_embedded_model_in_two_formats_measures_each(
         f'[models.smol-quantized]\nsource = "{EMBEDDED_SOURCE}"\nweight_format = "quantized"\n'
         f'[models.smol-float32]\nsource = "{EMBEDDED_SOURCE}"\nweight_format = "float32"\n'
     )
-    settings = {"models_file": models_file, "stand_in_model": ""}
+    settings = {"models_file": models_file, "stand_in_models": {}}
     with run_server(settings, plugin_manager(GAMMA), mlx_host_cache_dir) as server:
         for name in ("smol-quantized", "smol-float32"):
             reply = chat(server, "gamma", name, max_tokens=8)
@@ -251,7 +255,7 @@ def test_two_names_for_one_directory_share_one_load(
     models_file.write_text(
         f'[models.twin-one]\nsource = "{source}"\n[models.twin-two]\nsource = "{source}/"\n'
     )
-    settings = {"models_file": models_file, "stand_in_model": ""}
+    settings = {"models_file": models_file, "stand_in_models": {}}
     with run_server(settings, plugin_manager(GAMMA), mlx_host_cache_dir) as server:
         assert chat(server, "gamma", "twin-one").status_code == 200
         assert chat(server, "gamma", "twin-two").status_code == 200
@@ -265,8 +269,10 @@ def test_two_names_for_one_directory_share_one_load(
 def test_unloading_a_stand_in_name_says_what_it_would_unload(
     mlx_host_cache_dir: Path,
 ) -> None:
-    stood_in = ServiceSpec(name="kappa", key_prefix="kappa_", default_model="not-here")
-    settings = {"stand_in_model": "smollm2-135m-instruct"}
+    stood_in = ServiceSpec(
+        name="kappa", key_prefix="kappa_", chat_model="not-here", completion_model="not-here"
+    )
+    settings = {"stand_in_models": {"llm": "smollm2-135m-instruct"}}
     with run_server(settings, plugin_manager(stood_in), mlx_host_cache_dir) as server:
         assert chat(server, "kappa", max_tokens=2).status_code == 200
         refused = admin(server, "unload", "not-here")

@@ -1,6 +1,6 @@
-"""The anydatanext service: may use any registered model."""
+"""The anydatanext service: deterministic data output, and any registered model."""
 
-from mlx_host.testing import RunningServer, installed_services
+from mlx_host.testing import RunningServer, check_service_policy, installed_services
 from mlx_host_anydatanext.plugin import SERVICE
 
 
@@ -9,16 +9,16 @@ def test_anydatanext_is_discovered() -> None:
     assert found.spec is SERVICE and found.distribution == "mlx-host-anydatanext"
 
 
-def test_anydatanext_sees_every_model(mlx_host_server: RunningServer) -> None:
-    ids = [m.id for m in mlx_host_server.openai("anydatanext").models.list()]
-    assert ids[0] == SERVICE.default_model
-    assert "smollm2-135m-instruct" in ids
+def test_anydatanext_outputs_only_data(mlx_host_fake_server: RunningServer) -> None:
+    call = check_service_policy(mlx_host_fake_server, SERVICE)
+    assert "no commentary" in call.messages[0]["content"]
+    assert call.params.temperature == 0.0
 
 
-def test_anydatanext_extracts_data(mlx_host_server: RunningServer) -> None:
-    reply = mlx_host_server.openai("anydatanext").chat.completions.create(
-        model="smollm2-135m-instruct",
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=16,
+def test_anydatanext_may_use_every_model(mlx_host_fake_server: RunningServer) -> None:
+    ids = [m.id for m in mlx_host_fake_server.openai("anydatanext").models.list()]
+    assert ids[0] == SERVICE.chat_model and "smollm2-135m-instruct" in ids
+    mlx_host_fake_server.openai("anydatanext").chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "x"}]
     )
-    assert "Paris" in reply.choices[0].message.content
+    assert mlx_host_fake_server.fake.last.model == "smollm2-135m-instruct"

@@ -1,9 +1,9 @@
-"""The fork service: its default and the models it may ask for instead."""
+"""The fork service: code-minded defaults, and the models it may ask for instead."""
 
 import openai
 import pytest
 
-from mlx_host.testing import RunningServer, installed_services
+from mlx_host.testing import RunningServer, check_service_policy, installed_services
 from mlx_host_fork.plugin import SERVICE
 
 
@@ -12,17 +12,31 @@ def test_fork_is_discovered() -> None:
     assert found.spec is SERVICE and found.spec.key_prefix == "fork_"
 
 
-def test_fork_may_ask_for_an_allowed_model(mlx_host_server: RunningServer) -> None:
-    reply = mlx_host_server.openai("fork").chat.completions.create(
-        model="smollm2-135m-instruct",
-        messages=[{"role": "user", "content": "Write a Python function that adds two numbers."}],
-        max_tokens=48,
+def test_fork_answers_with_code_at_a_low_temperature(mlx_host_fake_server: RunningServer) -> None:
+    call = check_service_policy(mlx_host_fake_server, SERVICE)
+    assert call.model == "deepseek-coder" and "code" in call.messages[0]["content"]
+    assert call.params.temperature <= 0.2
+
+
+def test_fork_completes_code_with_its_default(mlx_host_fake_server: RunningServer) -> None:
+    mlx_host_fake_server.openai("fork").completions.create(
+        model="default", prompt="def add(a, b):", max_tokens=8
     )
-    assert "def " in reply.choices[0].message.content
+    call = mlx_host_fake_server.fake.last
+    assert (call.capability, call.model, call.prompt) == ("completion", "deepseek-coder",
+                                                          "def add(a, b):")  # fmt: skip
 
 
-def test_fork_gets_404_for_a_model_the_server_lacks(mlx_host_server: RunningServer) -> None:
+def test_fork_may_ask_for_an_allowed_model(mlx_host_fake_server: RunningServer) -> None:
+    # qwen3-14b is allowed too, but only known where a service or setting declares it.
+    mlx_host_fake_server.openai("fork").chat.completions.create(
+        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "x"}]
+    )
+    assert mlx_host_fake_server.fake.last.model == "smollm2-135m-instruct"
+
+
+def test_fork_gets_404_for_a_model_the_server_lacks(mlx_host_fake_server: RunningServer) -> None:
     with pytest.raises(openai.NotFoundError):
-        mlx_host_server.openai("fork").chat.completions.create(
-            model="phi-3", messages=[{"role": "user", "content": "x"}]
+        mlx_host_fake_server.openai("fork").chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "x"}]
         )

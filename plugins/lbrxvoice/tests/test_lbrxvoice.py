@@ -1,9 +1,6 @@
-"""The lbrxvoice service: short spoken replies."""
+"""The lbrxvoice service: short replies meant to be spoken."""
 
-import openai
-import pytest
-
-from mlx_host.testing import RunningServer, installed_services
+from mlx_host.testing import RunningServer, check_service_policy, installed_services
 from mlx_host_lbrxvoice.plugin import SERVICE
 
 
@@ -12,15 +9,7 @@ def test_lbrxvoice_is_discovered() -> None:
     assert found.spec is SERVICE and found.distribution == "mlx-host-lbrxvoice"
 
 
-def test_lbrxvoice_refuses_long_replies(mlx_host_server: RunningServer) -> None:
-    with pytest.raises(openai.BadRequestError, match="1024"):
-        mlx_host_server.openai("lbrxvoice").chat.completions.create(
-            model="default", messages=[{"role": "user", "content": "x"}], max_tokens=2000
-        )
-
-
-def test_lbrxvoice_replies(mlx_host_server: RunningServer) -> None:
-    reply = mlx_host_server.openai("lbrxvoice").chat.completions.create(
-        model="default", messages=[{"role": "user", "content": "Good morning!"}], max_tokens=20
-    )
-    assert reply.choices[0].message.content.strip()
+def test_lbrxvoice_keeps_replies_short_and_speakable(mlx_host_fake_server: RunningServer) -> None:
+    call = check_service_policy(mlx_host_fake_server, SERVICE)
+    assert "no markdown" in call.messages[0]["content"]
+    assert call.params.max_tokens <= 256 and SERVICE.policy.max_tokens_cap <= 1024

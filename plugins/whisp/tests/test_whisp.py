@@ -1,20 +1,14 @@
-"""The whisp service: transcript clean-up is deterministic by default."""
+"""The whisp service: transcript clean-up that must not invent anything."""
 
-from mlx_host.testing import RunningServer, installed_services
+from mlx_host.testing import RunningServer, check_service_policy, installed_services
 from mlx_host_whisp.plugin import SERVICE
 
 
 def test_whisp_is_discovered() -> None:
-    found = installed_services()["whisp"]
-    assert found.spec is SERVICE and found.distribution == "mlx-host-whisp"
+    assert installed_services()["whisp"].spec is SERVICE
 
 
-def test_whisp_cleans_up_the_same_way_twice(mlx_host_server: RunningServer) -> None:
-    client = mlx_host_server.openai("whisp")
-    transcript = [{"role": "user", "content": "um so the the meeting is at uh three pm"}]
-    first, second = (
-        client.chat.completions.create(model="default", messages=transcript, max_tokens=24)
-        for _ in range(2)
-    )
-    assert first.choices[0].message.content == second.choices[0].message.content
-    assert first.choices[0].message.content
+def test_whisp_cleans_up_deterministically(mlx_host_fake_server: RunningServer) -> None:
+    call = check_service_policy(mlx_host_fake_server, SERVICE)
+    assert "never add content" in call.messages[0]["content"]
+    assert call.params.temperature == 0.0

@@ -1,0 +1,187 @@
+"""A fake text engine for fast tests: plugin tests check what their plugin asks of the engine
+(system prompt, sampling, caps, model and capability), not what a model knows.
+
+It is registered through the real hook (``FakeEngines``) and driven by the real memory
+manager, policy and API, as simonw/llm's tests register a mock model. A token is one
+character; the chat template is the messages as JSON; the answer is the next scripted reply
+(``FakeLog.reply``) or else the last user message (the prompt, for completions), one token at
+a time. Every request is recorded (``FakeLog.requests``), and ``FakeLog.hold`` keeps answers
+from finishing until released, for tests of streaming, disconnects and busy models that must
+not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mlx_host.generation import Delta, SamplingParams, TextRequest
+from mlx_host.hookspecs import hookimpl
+from mlx_host.models.engine import Engine, EngineType, PreparedModel
+from mlx_host.models.spec import ModelSpec
+from mlx_host.stops import StopMatcher
+
+FAKE_ENGINE = "fake-llm"
+_DEFAULT_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """One generation the fake engine was asked for."""
+
+    model: str  # the name the service chose
+    served_by: str  # the registry name of the loaded model answering
+    service: str
+    capability: str
+    messages: list[dict[str, Any]] | None  # the rendered chat, system prompt included
+    prompt: str  # the prompt's text (for chat, the messages as JSON)
+    params: SamplingParams
+
+
+class FakeLog:
+    """What the fake engines of one server were asked, and what they will answer."""
+
+    def __init__(self) -> None:
+        self.requests: list[FakeCall] = []
+        self._replies: deque[str] = deque()
+        self._open = threading.Event()
+        self._open.set()
+
+    @property
+    def last(self) -> FakeCall:
+        """The latest request."""
+        return self.requests[-1]
+
+    def reply(self, *texts: str) -> None:
+        """Answer the next requests with ``texts``, in order."""
+        self._replies.extend(texts)
+
+    def clear(self) -> None:
+        """Forget requests and scripted replies, and release any hold."""
+        self.requests.clear()
+        self._replies.clear()
+        self._open.set()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """While inside, answers stop after their first token (so requests stay in flight)."""
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
+
+    def _next_reply(self, fallback: str) -> str:
+        return self._replies.popleft() if self._replies else fallback
+
+    async def _wait_if_held(self) -> None:
+        if not self._open.is_set():  # held by a test's thread, so a thread waits for it
+            await asyncio.to_thread(self._open.wait)
+
+
+class FakeLLM(Engine):
+    """The fake ``llm`` engine (see the module's docstring)."""
+
+    kind = "llm"
+    uses_mlx = False
+    log: ClassVar[FakeLog]
+
+    @classmethod
+    def prepare(cls, spec: ModelSpec, settings: Any) -> PreparedModel:
+        """Nothing to read: a name of its own, so that no two fake models share a load."""
+        return PreparedModel(Path(f"fake-model-{spec.name}"), "fake")
+
+    @classmethod
+    def estimate_bytes(cls, prepared: PreparedModel) -> int:
+        """Unknown before loading: the spec's ``memory_bytes`` is used when set."""
+        return _DEFAULT_BYTES
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.context_length: int | None = self.spec.context_length or 1_000_000
+        self._active = 0
+
+    async def start(self) -> None:
+        """Nothing to load."""
+
+    @property
+    def memory_bytes(self) -> int:
+        """The spec's ``memory_bytes``, so that tests can budget fake models."""
+        return self.spec.memory_bytes or _DEFAULT_BYTES
+
+    @property
+    def busy(self) -> bool:
+        """Requests are being answered."""
+        return self._active > 0
+
+    async def close(self, wait_seconds: float) -> None:
+        """Nothing to free."""
+
+    def describe(self) -> dict[str, Any]:
+        """Requests in flight."""
+        return {"running_requests": self._active, "queued_requests": 0}
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The messages as JSON, a token per character."""
+        return self.encode(json.dumps(messages))
+
+    def encode(self, text: str) -> list[int]:
+        """A token per character."""
+        return [ord(c) for c in text]
+
+    async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
+        """The scripted reply (or the echo), a character per token, with ``max_tokens`` and
+        stop strings applied as a real engine applies them."""
+        prompt = "".join(map(chr, request.prompt))
+        messages = json.loads(prompt) if request.capability == "chat" else None
+        self.log.requests.append(
+            FakeCall(request.model, self.spec.name, request.service, request.capability,
+                     messages, prompt, request.params)
+        )  # fmt: skip
+        users = [m["content"] for m in messages or () if m["role"] == "user"]
+        reply = self.log._next_reply(users[-1] if users else prompt)
+        params, stops = request.params, StopMatcher(list(request.params.stop))
+
+        def delta(text: str, produced: int, finish: str | None = None) -> Delta:
+            return Delta(text, finish, len(request.prompt), produced)
+
+        self._active += 1
+        try:
+            produced, finish = 0, "stop"
+            for char in reply:
+                if produced == params.max_tokens:
+                    finish = "length"
+                    break
+                if produced:
+                    await self.log._wait_if_held()
+                produced += 1
+                text, stopped = stops.feed(char)
+                if stopped:
+                    yield delta(text, produced, "stop")
+                    return
+                if text:
+                    yield delta(text, produced)
+                await asyncio.sleep(0)
+            yield delta(stops.flush(), produced, finish)
+        finally:
+            self._active -= 1
+
+
+class FakeEngines:
+    """A plugin registering the fake engine, which records into ``log``."""
+
+    def __init__(self, log: FakeLog) -> None:
+        self.log = log
+
+    @hookimpl
+    def mlx_host_register_engines(self, register: Callable[[EngineType], None]) -> None:
+        """The fake ``llm`` engine, bound to this plugin's log."""
+        engine = type("FakeLLM", (FakeLLM,), {"log": self.log})
+        register(EngineType(name=FAKE_ENGINE, kind="llm", engine=engine))
