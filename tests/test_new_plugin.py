@@ -1,11 +1,11 @@
-"""A service the core has never seen, added by installing a distribution."""
+"""A plugin the core has never seen, written from the README, built and installed."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,84 +13,88 @@ import httpx
 import pytest
 
 from mlx_host.plugins import PluginManager
-from mlx_host.testing import run_server
-
-PLUGIN = '''
-from fastapi import APIRouter
-from mlx_host import PromptPolicy, ServiceSpec, hookimpl
-
-router = APIRouter()
+from mlx_host.testing import RunningServer, run_server
 
 
-@router.get("/ping")
-def ping() -> dict:
-    """Proves the plugin's own routes are mounted."""
-    return {"pong": True}
-
-
-@hookimpl
-def mlx_host_register_services(register):
-    register(ServiceSpec(
-        name="zebra", key_prefix="zebra_", default_model="smollm2",
-        policy=PromptPolicy(temperature=0.0, max_tokens=16), router=router,
-    ))
-'''
+def env_with(site: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200", **extra}
 
 
 @pytest.fixture
-def zebra_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An installed distribution with real metadata and an entry point, on sys.path."""
-    site = tmp_path / "site"
-    (site / "mlx_host_zebra").mkdir(parents=True)
-    (site / "mlx_host_zebra" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
-    info = site / "mlx_host_zebra-0.3.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mlx-host-zebra\nVersion: 0.3.1\n")
-    (info / "entry_points.txt").write_text("[mlx_host.services]\nzebra = mlx_host_zebra\n")
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("mlx_host_zebra", None)
+def installed(zebra_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The recipe installed in this process."""
+    monkeypatch.syspath_prepend(str(zebra_site))
+    yield zebra_site
+    for module in [m for m in sys.modules if m.startswith("mlx_host_zebra")]:
+        del sys.modules[module]
 
 
-def test_installed_plugin_is_discovered(zebra_dist: Path) -> None:
+def test_the_recipes_own_tests_pass(zebra_recipe: Path, zebra_site: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(zebra_recipe / "tests")],
+        env=env_with(zebra_site), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 passed" in run.stdout
+
+
+def test_installed_plugin_is_discovered(installed: Path) -> None:
     services = {s.spec.name: s for s in PluginManager().load().services()}
     assert services["zebra"].distribution == "mlx-host-zebra"
-    assert services["zebra"].version == "0.3.1"
+    assert services["zebra"].version == "0.1.0"
 
 
-def test_new_prefix_is_routed_to_the_new_service(zebra_dist: Path, mlx_host_cache_dir) -> None:
-    with run_server(cache_dir=mlx_host_cache_dir) as server:
-        reply = server.openai("zebra").chat.completions.create(
-            model="default", messages=[{"role": "user", "content": "Say hi."}]
-        )
-        assert reply.choices[0].message.content
-        assert reply.usage.completion_tokens <= 16  # zebra's policy default applied
-        headers = {"Authorization": f"Bearer {server.keys['zebra']}"}
-        ping = httpx.get(f"{server.url}/api/v1/zebra/ping", headers=headers)
-        assert ping.json() == {"pong": True}
-        other = {"Authorization": f"Bearer {server.keys['vista']}"}
-        assert httpx.get(f"{server.url}/api/v1/zebra/ping", headers=other).status_code == 403
+@pytest.fixture
+def server(installed: Path, mlx_host_cache_dir: Path) -> Iterator[RunningServer]:
+    with run_server(cache_dir=mlx_host_cache_dir) as running:
+        yield running
 
 
-def test_cli_lists_the_new_plugin(zebra_dist: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(zebra_dist), "COLUMNS": "200"}
-    out = subprocess.run(
-        [sys.executable, "-m", "mlx_host.cli", "plugins"],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    line = next(row for row in out.splitlines() if "zebra" in row)
-    assert "zebra_" in line and "mlx-host-zebra" in line and "0.3.1" in line
-
-
-def test_a_plugin_with_a_bad_prefix_is_one_line_naming_it(
-    zebra_dist: Path, monkeypatch: pytest.MonkeyPatch
+def test_its_route_and_model_of_a_new_kind_work_beside_every_service(
+    server: RunningServer,
 ) -> None:
-    module = zebra_dist / "mlx_host_zebra" / "__init__.py"
+    def stripe(service: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {server.keys[service]}"}
+        return httpx.post(f"{server.url}/api/v1/zebra/stripe", headers=headers,
+                          json={"text": "zebra"})  # fmt: skip
+
+    assert stripe("zebra").json() == {"service": "zebra", "text": "zEbRa"}
+    assert stripe("vista").status_code == 403
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    usage = httpx.get(f"{server.url}/api/v1/models/memory/usage", headers=headers).json()
+    assert {"name": "zebra-stripes", "kind": "stripes"}.items() <= next(
+        m for m in usage["models"] if m["name"] == "zebra-stripes"
+    ).items()
+    reply = server.openai("zebra").chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4
+    )
+    assert reply.usage.completion_tokens <= 4
+
+
+def test_cli_lists_it_and_runs_its_command(zebra_site: Path) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "mlx_host.cli", "plugins"],
+        env=env_with(zebra_site), capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    line = next(row for row in listed.splitlines() if "zebra_" in row)
+    assert "mlx-host-zebra" in line and "0.1.0" in line
+    assert any("stripes" in row for row in listed.splitlines())
+    command = subprocess.run(
+        [sys.executable, "-m", "mlx_host.cli", "zebra-stripe", "hello"],
+        env=env_with(zebra_site), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert command.stdout.strip() == "hElLo"
+
+
+def test_a_plugin_with_a_bad_prefix_is_one_line_naming_it(zebra_site: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(zebra_site, site)
+    module = site / "mlx_host_zebra" / "plugin.py"
     module.write_text(module.read_text().replace('key_prefix="zebra_"', 'key_prefix="Zebra-"'))
-    env = {**os.environ, "PYTHONPATH": str(zebra_dist), "COLUMNS": "80"}
     run = subprocess.run(
         [sys.executable, "-m", "mlx_host.cli", "plugins"],
-        env=env, capture_output=True, text=True,
+        env=env_with(site, COLUMNS="80"), capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 1
     output = (run.stdout + run.stderr).strip()

@@ -40,7 +40,7 @@ def test_vista_streams(mlx_host_server: RunningServer) -> None:
 def test_each_service_uses_its_own_default(mlx_host_server: RunningServer) -> None:
     for service in BUNDLED:
         models = [m.id for m in mlx_host_server.openai(service).models.list()]
-        default = mlx_host_server.app.state.host.services[service].spec.default_model
+        default = mlx_host_server.app.state.host.services[service].spec.default_model("chat")
         assert models[0] == default
 
 
