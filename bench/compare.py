@@ -137,7 +137,7 @@ async def engine_direct(model_dir: Path, tokens: int, repeats: int) -> float:
     from mlx_host.generation import SamplingParams
     from mlx_host.models.memory import MemoryBudget
 
-    unbounded = MemoryBudget(1 << 62, held=lambda: 0).claim()
+    unbounded = MemoryBudget(1 << 62, held=lambda: 0).claim("bench")
     scheduler = BatchScheduler(model_dir, name="bench", claim=unbounded)
     tokenizer = await asyncio.wrap_future(scheduler.start())
     times = []

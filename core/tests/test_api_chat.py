@@ -192,7 +192,7 @@ def test_client_leaving_a_non_streaming_request_frees_the_slot(server: RunningSe
     with held_after_first_token(server):
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(url, headers=headers, json=body, timeout=1)
-        assert scheduler.active_requests == 1  # still generating when the client left
+        assert scheduler.running_requests == 1  # held in the batch when the client left
         wait_until(lambda: scheduler.active_requests == 0)
     wait_until(lambda: scheduler.running_requests == 0)
 

@@ -144,10 +144,11 @@ def test_openapi_documents_every_error_status_with_the_error_schema(
                     assert content == {"$ref": error_ref}, (method, path, status)
 
 
-def test_max_tokens_over_the_cap_is_400(server: RunningServer) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100_000}
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_over_the_cap_is_400_naming_the_field(server: RunningServer, field: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], field: 100_000}
     error = assert_error(post(server, body), 400, "invalid_request_error")
-    assert "cap" in error["message"]
+    assert "cap" in error["message"] and error["param"] == field
 
 
 def test_image_content_is_400(server: RunningServer) -> None:

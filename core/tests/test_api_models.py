@@ -36,3 +36,8 @@ def test_health_reports_device_blas_and_services(server: RunningServer) -> None:
     assert health["blas"]
     assert {s["name"] for s in health["services"]} == {"alpha", "beta"}
     assert all("key" not in str(s.get("api_key", "")) for s in health["services"])
+
+
+def test_a_model_is_found_by_its_alias(server: RunningServer) -> None:
+    model = server.openai("alpha").models.retrieve("smollm2")
+    assert model.id == "smollm2" and model.model_extra["served_by"] == "smollm2-135m-instruct"

@@ -40,7 +40,6 @@ class Reverser(Engine):
     """A model kind of its own, with no MLX: it answers text reversed."""
 
     kind = "reverse"
-    uses_mlx = False
     started = False
 
     async def start(self) -> None:
@@ -71,7 +70,7 @@ router = APIRouter(prefix="/kappa")
 @router.post("/reverse")
 async def reverse(body: Text, caller: Caller, host: HostDep) -> dict[str, Any]:
     """A plugin route using a model of its plugin's own kind, for the caller's service."""
-    _, model = await host.models.get("reverser", "reverse")
+    model = await host.models.get("reverser", "reverse")
     assert isinstance(model.engine, Reverser)
     return {"service": caller.spec.name, "text": model.engine.reverse(body.text)}
 

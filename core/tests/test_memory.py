@@ -14,6 +14,7 @@ import pytest
 from conftest import held_after_first_token, plugin_manager
 
 from mlx_host import ServicePolicy, ServiceSpec
+from mlx_host.engine.scheduler import kv_bound
 from mlx_host.models.spec import EMBEDDED_SOURCE
 from mlx_host.testing import RunningServer, run_server
 
@@ -301,3 +302,66 @@ def test_the_stored_format_of_a_directory_is_read_from_it(
     )
     (half / "config.json").write_text((tiny_models["tiny-a"] / "config.json").read_text())
     assert stored_format(half) == "float16"
+
+
+def test_two_names_for_one_directory_asked_at_once_share_one_load(
+    tiny_models: dict[str, Path], tmp_path: Path, mlx_host_cache_dir: Path
+) -> None:
+    models_file = tmp_path / "twins.toml"
+    source = tiny_models["tiny-b"]
+    models_file.write_text(
+        f'[models.twin-one]\nsource = "{source}"\n[models.twin-two]\nsource = "{source}"\n'
+    )
+    settings = {"models_file": models_file, "stand_in_models": {}}
+    with run_server(settings, plugin_manager(GAMMA), mlx_host_cache_dir) as server:
+
+        async def both() -> list[int]:
+            calls = [
+                asyncio.to_thread(chat, server, "gamma", name) for name in ("twin-one", "twin-two")
+            ]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+        assert asyncio.run(both()) == [200, 200]
+        assert server.app.state.host.models.loads == 1
+
+
+def test_requests_short_of_kv_memory_evict_an_idle_model(
+    start: Start, tiny_models: dict[str, Path]
+) -> None:
+    """A request whose KV cache does not fit beside idle models gets their room."""
+    with start(10**9) as server:
+        assert chat(server, "gamma").status_code == 200  # tiny-a
+        assert chat(server, "delta").status_code == 200  # tiny-b, now idle
+        host = server.app.state.host
+        tiny_a = host.models.get_loaded("tiny-a").engine.scheduler
+        need = kv_bound([2_000], tiny_a.kv_bytes_per_token)  # what one long request claims
+        host.models.budget.total_bytes = host.models.committed_bytes() + need // 2
+        with held_after_first_token(server, "tiny-a"), httpx.stream(
+            "POST", f"{server.api_url}/chat/completions",
+            headers={"Authorization": f"Bearer {server.keys['gamma']}"},
+            json={"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}],
+                  "max_tokens": 2_000, "stream": True},
+            timeout=60,
+        ) as stream:  # fmt: skip
+            assert stream.status_code == 200  # admitted: its first token came out
+            assert loaded(server) == {"tiny-a"}
+
+
+def test_a_request_that_waits_too_long_for_its_turn_is_503(
+    mlx_host_cache_dir: Path, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    models_file = tmp_path / "models.toml"
+    models_file.write_text(f'[models.tiny-a]\nsource = "{tiny_models["tiny-a"]}"\n')
+    settings = {"models_file": models_file, "stand_in_models": {}, "max_batch_size": 1,
+                "queue_timeout_seconds": 1}  # fmt: skip
+    with run_server(settings, plugin_manager(GAMMA), mlx_host_cache_dir) as server:
+        assert chat(server, "gamma").status_code == 200
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+        with held_after_first_token(server, "tiny-a"), httpx.stream(
+            "POST", f"{server.api_url}/chat/completions",
+            headers={"Authorization": f"Bearer {server.keys['gamma']}"}, json=body, timeout=60,
+        ) as running:  # fmt: skip
+            assert running.status_code == 200
+            waited = chat(server, "gamma")  # no row until the held request ends
+        assert waited.status_code == 503
+        assert waited.json()["error"]["code"] == "queue_timeout"

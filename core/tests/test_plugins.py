@@ -3,12 +3,15 @@
 from collections.abc import Callable
 
 import pytest
+import typer
 from conftest import ALPHA, ServicesPlugin
 
 from mlx_host import ServiceSpec, hookimpl
+from mlx_host.app import create_app
 from mlx_host.errors import PluginError
 from mlx_host.models.spec import EMBEDDED_LLM
 from mlx_host.plugins import PluginManager
+from mlx_host.settings import Settings
 
 
 def manager(**plugins: tuple[str, tuple[ServiceSpec, ...]]) -> PluginManager:
@@ -75,3 +78,27 @@ def test_a_service_that_cannot_register_names_its_plugin() -> None:
 def test_service_names_are_safe_in_paths_and_keys() -> None:
     with pytest.raises(ValueError, match="service name"):
         ServiceSpec(name="a:b", key_prefix="ab_", chat_model="m", completion_model="m")
+
+
+def test_a_failing_commands_hook_names_its_plugin() -> None:
+    class Broken:
+        @hookimpl
+        def mlx_host_register_commands(self, cli: object) -> None:
+            raise RuntimeError("no such command style")
+
+    pm = PluginManager()
+    pm.register(Broken(), "broken", "dist-broken", "1.0")
+    with pytest.raises(PluginError, match="dist-broken"):
+        pm.load(discover=False).add_commands(typer.Typer())
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"engines": {"llm": "nope"}}, "MLX_HOST_ENGINES"),
+        ({"stand_in_models": {"llm": "absent"}}, "MLX_HOST_STAND_IN_MODELS"),
+    ],
+)
+def test_engines_and_stand_ins_in_settings_must_exist(settings: dict, named: str) -> None:
+    with pytest.raises(PluginError, match=named):
+        create_app(Settings(_env_file=None, **settings), manager(a=("dist-a", (ALPHA,))))

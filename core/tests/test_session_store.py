@@ -105,10 +105,10 @@ async def test_concurrent_appends_never_interleave(store: SessionStore) -> None:
 
 
 async def test_ttl_expires_and_use_extends_it(make_store: MakeStore) -> None:
-    store = make_store(ttl=0.6)
+    store = make_store(ttl=1.5)
     kept, dropped = await store.create("vista", {}), await store.create("vista", {})
-    for _ in range(3):
-        await asyncio.sleep(0.3)
+    for _ in range(4):  # 2 s in all; each use comes a second before the TTL runs out
+        await asyncio.sleep(0.5)
         await store.get("vista", kept.id)
     with pytest.raises(NotFoundError):
         await store.get("vista", dropped.id)

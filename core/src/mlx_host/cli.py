@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -44,6 +45,9 @@ def _settings() -> Settings:
                 soft_wrap=True, highlight=False,
             )  # fmt: skip
         raise typer.Exit(2) from exc
+    except SettingsError as exc:  # a JSON setting that is not JSON
+        hint = 'JSON settings take an object, e.g. \'{"llm": "..."}\''
+        raise _fail(f"{exc} ({hint})", 2) from exc
 
 
 def _plugins(settings: Settings) -> tuple[PluginManager, list[InstalledService]]:
@@ -62,7 +66,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 9123).")] = None,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
 ) -> None:
-    """Start the server. With no MLX_HOST_API_KEYS, prints one new key per service, once."""
+    """Start the server. With no MLX_HOST_API_KEYS, prints one new key per service, once (and,
+    in development, an admin key when MLX_HOST_ADMIN_KEY is unset)."""
     import uvicorn
 
     from mlx_host.app import create_app
@@ -81,18 +86,24 @@ def serve(
         level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
     )
     plugins, services = _plugins(settings)
+    generated: list[tuple[str, str]] = []
     if not settings.api_keys:
-        keys = [generate_key(s.spec.key_prefix) for s in services]
+        generated += [(s.spec.name, generate_key(s.spec.key_prefix)) for s in services]
+        os.environ["MLX_HOST_API_KEYS"] = ",".join(key for _, key in generated)
+    if settings.admin_key is None and settings.environment == "development":
+        generated.append(("(admin)", "admin_" + generate_key("")))
+        os.environ["MLX_HOST_ADMIN_KEY"] = generated[-1][1]
+    if generated:
         # Handed to the app (and to --reload workers) through the environment, never logged.
-        os.environ["MLX_HOST_API_KEYS"] = ",".join(keys)
         get_settings.cache_clear()
         settings = _settings()
         console.print(
-            "[bold]API keys for this run[/bold] (shown once; set MLX_HOST_API_KEYS to keep)"
+            "[bold]Keys for this run[/bold] (shown once; set MLX_HOST_API_KEYS and "
+            "MLX_HOST_ADMIN_KEY to keep them)"
         )
-        for service, key in zip(services, keys, strict=True):
+        for name, key in generated:
             # Plain print: a wrapped or truncated key cannot be copied.
-            print(f"  {service.spec.name:<12} {key}", flush=True)
+            print(f"  {name:<12} {key}", flush=True)
     try:
         # Built here, not by uvicorn, so that a bad key or plugin is one line, not a traceback.
         app_or_factory = "mlx_host.app:create_app" if reload else create_app(settings, plugins)
@@ -192,7 +203,7 @@ def _admin_call(method: str, path: str, url: str | None) -> dict:
     if settings.admin_key is None:
         raise _fail(
             "MLX_HOST_ADMIN_KEY is not set here: set it to the admin key the server was "
-            "started with",
+            "started with (printed by `mlx-host serve` when it makes one)",
             2,
         )
     base = url or f"http://{settings.host}:{settings.port}"
@@ -277,7 +288,7 @@ def main() -> None:
     try:
         manager = PluginManager(get_settings().disabled_plugins).load()
         manager.add_commands(app)
-    except (ValidationError, PluginError):
+    except (ValidationError, SettingsError, PluginError):
         pass  # the command itself reports it in one line, if it needs the plugins
     app()
 

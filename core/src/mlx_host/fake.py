@@ -13,6 +13,7 @@ not depend on the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import deque
@@ -90,7 +91,6 @@ class FakeLLM(Engine):
     """The fake ``llm`` engine (see the module's docstring)."""
 
     kind = "llm"
-    uses_mlx = False
     log: ClassVar[FakeLog]
 
     @classmethod
@@ -140,7 +140,10 @@ class FakeLLM(Engine):
         """The scripted reply (or the echo), a character per token, with ``max_tokens`` and
         stop strings applied as a real engine applies them."""
         prompt = "".join(map(chr, request.prompt))
-        messages = json.loads(prompt) if request.capability == "chat" else None
+        messages = None
+        if request.capability == "chat":
+            with contextlib.suppress(ValueError):  # a prompt not made by chat_prompt
+                messages = json.loads(prompt)
         self.log.requests.append(
             FakeCall(request.model, self.spec.name, request.service, request.capability,
                      messages, prompt, request.params)

@@ -39,7 +39,7 @@ class TextRequest:
     params: SamplingParams
     service: str
     model: str
-    capability: Literal["chat", "completion"] = "chat"
+    capability: Literal["chat", "completion"]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlx_host import runtime
+from mlx_host.errors import PluginError
 from mlx_host.keys import KeyRing
 from mlx_host.models.config_file import read_models_file
 from mlx_host.models.engine import EngineRegistry
@@ -54,11 +55,13 @@ class Host:
         for service in services.values():
             for capability, model in service.spec.default_models.items():
                 registry.declare(model, CAPABILITY_KINDS[capability])
+        engines = EngineRegistry(plugins.engines(), settings.engines)
+        _check_choices(settings, registry, engines)
         keys = KeyRing({s.spec.key_prefix: name for name, s in services.items()})
         keys.add_all(k.get_secret_value() for k in settings.api_keys)
         manager = ModelManager(
             registry,
-            EngineRegistry(plugins.engines(), settings.engines),
+            engines,
             settings,
             budget_bytes=settings.memory_budget_bytes
             or physical_memory() - settings.memory_margin_bytes,
@@ -74,5 +77,23 @@ class Host:
         """The model a service's request for ``capability`` gets (its default, or the one it
         asks for if its policy allows), loaded: the chosen name and what serves it."""
         name = self.models.registry.choose(service, capability, requested)
-        _, model = await self.models.get(name, CAPABILITY_KINDS[capability])
+        model = await self.models.get(name, CAPABILITY_KINDS[capability])
         return name, model
+
+
+def _check_choices(settings: Settings, registry: ModelRegistry, engines: EngineRegistry) -> None:
+    """Engines and stand-ins named in settings must exist, or the start stops naming them."""
+    types = {t.name: t for t in engines.types()}
+    for kind, name in settings.engines.items():
+        if name not in types or types[name].kind != kind:
+            runs = sorted(t.name for t in types.values() if t.kind == kind)
+            raise PluginError(
+                f"MLX_HOST_ENGINES: no engine {name!r} runs {kind} models here "
+                f"(installed for {kind}: {', '.join(runs) or 'none'})"
+            )
+    for kind, name in settings.stand_in_models.items():
+        spec = registry.find(name)
+        if spec is None or spec.source is None or spec.kind != kind:
+            raise PluginError(
+                f"MLX_HOST_STAND_IN_MODELS: {name!r} is not a {kind} model with weights here"
+            )

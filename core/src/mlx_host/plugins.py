@@ -144,8 +144,16 @@ class PluginManager:
         return self._collect("mlx_host_register_routes", route)
 
     def add_commands(self, cli: typer.Typer) -> None:
-        """Let every plugin add its subcommands to ``cli``."""
-        self._pm.hook.mlx_host_register_commands(cli=cli)
+        """Let every plugin add its subcommands to ``cli`` (a failing one names its plugin)."""
+        for impl in reversed(self._pm.hook.mlx_host_register_commands.get_hookimpls()):
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                dist = self._origin.get(impl.plugin_name, ("(unknown)", ""))[0]
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} from distribution {dist} failed in "
+                    f"mlx_host_register_commands: {exc}"
+                ) from exc
 
 
 def _check_unique(services: list[InstalledService]) -> None:

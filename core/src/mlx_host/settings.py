@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     max_queued_requests: int = Field(
         64, ge=0, description="Requests that may wait for a batch slot per model; more get 429."
     )
+    queue_timeout_seconds: float = Field(
+        300,
+        gt=0,
+        description="Longest a request waits for a batch row or memory before 503.",
+    )
     prompt_cache_bytes: int = Field(
         1024**3,
         ge=0,

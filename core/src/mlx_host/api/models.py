@@ -50,12 +50,13 @@ def describe(manager: ModelManager, name: str) -> dict[str, Any]:
         engine: str | None = manager.engines.for_spec(spec).name
     except ModelLoadError:
         engine = None
+    own = manager.registry.find(name) or spec  # a stand-in's aliases are not this name's
     return {
         **entry,
-        "owned_by": spec.owned_by,
+        "owned_by": own.owned_by,
         "kind": spec.kind,
         "engine": engine,
-        "aliases": list(spec.aliases),
+        "aliases": list(own.aliases),
         "served_by": spec.name,
         "stand_in": resolved.stand_in,
         "loaded": loaded is not None,
@@ -93,8 +94,10 @@ async def memory_usage(_: Reader, host: HostDep) -> dict[str, Any]:
 
 @router.get("/models/{model_id:path}")
 async def retrieve_model(model_id: str, reader: Reader, host: HostDep) -> dict[str, Any]:
-    """Describe one model this key may use (404 otherwise)."""
-    if model_id not in visible_models(host.models, reader):
+    """Describe one model this key may use, by name or alias (404 otherwise)."""
+    registry = host.models.registry
+    visible = {registry.canonical(n) for n in visible_models(host.models, reader)}
+    if registry.canonical(model_id) not in visible:
         raise NotFoundError(f"The model {model_id!r} does not exist", code="model_not_found")
     return describe(host.models, model_id)
 

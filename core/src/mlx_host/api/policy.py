@@ -17,9 +17,10 @@ def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -
     max_tokens = body.requested_max_tokens() or policy.max_tokens
     cap = min(policy.max_tokens_cap, limit)
     if max_tokens > cap:
+        field = body.max_tokens_field()
         raise InvalidRequestError(
-            f"max_tokens {max_tokens} exceeds the {service.name!r} service's cap of {cap}",
-            param="max_tokens",
+            f"{field} {max_tokens} exceeds the {service.name!r} service's cap of {cap}",
+            param=field,
             code="max_tokens_too_large",
         )
     return SamplingParams(

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from mlx_host.errors import ClientDisconnectedError, MLXHostError
 from mlx_host.generation import Delta
 
+T = TypeVar("T")
 DISCONNECT_POLL_SECONDS = 0.25
 #: Builds one choice of a chunk from a piece of text and, on the last chunk, the finish reason.
 ChoiceBuilder = Callable[[str, str | None], dict[str, Any]]
@@ -33,17 +34,10 @@ def usage(last: Delta) -> dict[str, Any]:
     }
 
 
-async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
-    """The whole answer and its last delta (which carries the finish reason and counts).
-
-    If the client goes away first, generation is cancelled so its batch slot frees at once.
-    """
-
-    async def gather() -> list[Delta]:
-        async with aclosing(deltas):  # type: ignore[type-var]
-            return [d async for d in deltas]
-
-    task = asyncio.create_task(gather())
+async def until_done(work: Awaitable[T], request: Request) -> T:
+    """``work``'s result; if the client goes away first, ``work`` is cancelled (freeing its
+    batch slot at once) and this raises ``ClientDisconnectedError``."""
+    task = asyncio.ensure_future(work)
     while not task.done():
         await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
         if not task.done() and await request.is_disconnected():
@@ -51,7 +45,17 @@ async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, 
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             raise ClientDisconnectedError("The client disconnected")
-    parts = task.result()
+    return task.result()
+
+
+async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
+    """The whole answer and its last delta (which carries the finish reason and counts)."""
+
+    async def gather() -> list[Delta]:
+        async with aclosing(deltas):  # type: ignore[type-var]
+            return [d async for d in deltas]
+
+    parts = await until_done(gather(), request)
     return "".join(d.text for d in parts), parts[-1]
 
 
@@ -61,6 +65,7 @@ def _event(payload: dict[str, Any]) -> str:
 
 async def stream_response(
     deltas: AsyncIterator[Delta],
+    request: Request,
     head: dict[str, Any],
     choice: ChoiceBuilder,
     *,
@@ -70,9 +75,10 @@ async def stream_response(
 ) -> StreamingResponse:
     """Server-sent events, one chunk per piece of text as it is generated, then ``[DONE]``.
 
-    Waits for the first piece, so that errors before any output keep their HTTP status.
+    Waits for the first piece (so that errors before any output keep their HTTP status), and
+    gives up the request if the client leaves while it waits.
     """
-    first = await anext(deltas)
+    first = await until_done(anext(deltas), request)
     return StreamingResponse(
         _events(first, deltas, head, choice, include_usage, on_finish, opening),
         media_type="text/event-stream",

@@ -72,6 +72,10 @@ class GenerationRequest(BaseModel):
         """The caller's token limit, if any."""
         return self.max_tokens
 
+    def max_tokens_field(self) -> str:
+        """The field the caller's token limit came in."""
+        return "max_tokens"
+
     def include_usage(self) -> bool:
         """Whether a stream ends with a usage chunk."""
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -96,6 +100,10 @@ class ChatCompletionRequest(GenerationRequest):
     def requested_max_tokens(self) -> int | None:
         """``max_completion_tokens`` (the newer name) wins over ``max_tokens``."""
         return self.max_completion_tokens or self.max_tokens
+
+    def max_tokens_field(self) -> str:
+        """The field the caller's token limit came in."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
 
 class CompletionRequest(GenerationRequest):

@@ -18,7 +18,7 @@ from mlx_host.errors import ModelLoadError
 from mlx_host.generation import Delta, SamplingParams, TextGenerator, TextRequest
 from mlx_host.host import Host
 from mlx_host.models.manager import LoadedModel
-from mlx_host.services import ServiceSpec
+from mlx_host.services import CAPABILITY_KINDS, ServiceSpec
 
 TextCapability = Literal["chat", "completion"]
 #: Builds the one choice of a whole (not streamed) answer from its text and last delta.
@@ -46,7 +46,7 @@ class TextCall:
 
     async def load(self) -> tuple[LoadedModel, TextGenerator]:
         """The loaded model and its engine."""
-        _, model = await self.host.models.get(self.model_name, "llm")
+        model = await self.host.models.get(self.model_name, CAPABILITY_KINDS[self.capability])
         if not isinstance(model.engine, TextGenerator):
             raise ModelLoadError(f"The engine of {model.name!r} does not generate text")
         return model, model.engine
@@ -74,7 +74,7 @@ class TextCall:
         whole_object, chunk_object = objects
         if body.stream:
             return await stream_response(
-                deltas, {**head, "object": chunk_object}, chunk,
+                deltas, request, {**head, "object": chunk_object}, chunk,
                 include_usage=body.include_usage(), on_finish=on_finish, opening=opening,
             )  # fmt: skip
         text, last = await collect(deltas, request)

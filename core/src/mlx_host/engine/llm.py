@@ -40,6 +40,7 @@ class LLMEngine(Engine):
     """Generates text for every service from one batch per model, in its own thread."""
 
     kind = "llm"
+    uses_mlx = True
 
     @classmethod
     def prepare(cls, spec: ModelSpec, settings: Settings) -> PreparedModel:
@@ -75,6 +76,7 @@ class LLMEngine(Engine):
             claim=claim,
             max_batch_size=settings.max_batch_size,
             max_queued=settings.max_queued_requests,
+            queue_timeout=settings.queue_timeout_seconds,
             prompt_cache_bytes=settings.prompt_cache_bytes,
         )
         config = json.loads((prepared.path / "config.json").read_text())

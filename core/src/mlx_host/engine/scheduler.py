@@ -21,6 +21,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -84,6 +85,7 @@ class _Job:
     completion_tokens: int = 0
     cached_tokens: int = 0
     detokenizer: Any = None
+    arrived: float = field(default_factory=time.monotonic)
     stops: StopMatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,12 +134,14 @@ class BatchScheduler:
         claim: KVClaim,
         max_batch_size: int = 32,
         max_queued: int = 64,
+        queue_timeout: float = 300.0,
         prompt_cache_bytes: int = 1 << 30,
         name: str = "llm",
     ) -> None:
         self.model_path = model_path
         self.max_batch_size = max_batch_size
         self.capacity = max_batch_size + max_queued
+        self.queue_timeout = queue_timeout
         self.name = name
         self.state: State = "loading"
         self.active_requests = 0  # running or queued, counted in the event loop
@@ -155,6 +159,7 @@ class BatchScheduler:
         self._steps = 0
         self._jobs: dict[int, _Job] = {}  # in the generator, by uid
         self._waiting: deque[_Job] = deque()  # received, not yet admitted
+        self._freed_for: _Job | None = None  # the waiting request memory was last freed for
 
     @property
     def running_requests(self) -> int:
@@ -208,8 +213,8 @@ class BatchScheduler:
         finished = False
         try:
             while not finished:
-                delta = await self._next(deltas)
-                if isinstance(delta, BaseException):
+                delta = await self._next(job, deltas)
+                if isinstance(delta, BaseException):  # the worker has dropped the request
                     finished = True
                     raise delta
                 finished = delta.finish_reason is not None
@@ -219,14 +224,21 @@ class BatchScheduler:
             if not finished:
                 self._inbox.put(_Cancel(job))
 
-    async def _next(self, deltas: asyncio.Queue[Delta | BaseException]) -> Delta | BaseException:
-        """The request's next delta; an error instead if its worker stopped without a word."""
+    async def _next(
+        self, job: _Job, deltas: asyncio.Queue[Delta | BaseException]
+    ) -> Delta | BaseException:
+        """The request's next delta. Raises, without waiting for the worker, when the request
+        has waited longer than the queue timeout to start, or its worker is gone."""
         while deltas.empty():
             try:
                 return await asyncio.wait_for(deltas.get(), WATCHDOG_SECONDS)
             except TimeoutError:
-                if deltas.empty() and (self.state != "ready" or not self._thread.is_alive()):
-                    return self._gone_error()
+                if not deltas.empty():
+                    break
+                if self.state != "ready" or not self._thread.is_alive():
+                    raise self._gone_error() from None
+                if job.uid is None and time.monotonic() - job.arrived > self.queue_timeout:
+                    raise self._timed_out() from None
         return deltas.get_nowait()
 
     def _gone_error(self) -> MLXHostError:
@@ -246,7 +258,7 @@ class BatchScheduler:
     def _run(self) -> None:
         try:
             self._load()
-        except Exception:  # any failure to load is this model's 503, nobody else's
+        except BaseException:  # any failure to load is this model's 503, nobody else's
             logger.exception("loading %s from %s failed", self.name, self.model_path)
             self.state = "failed"
             self._loaded.set_exception(
@@ -329,24 +341,34 @@ class BatchScheduler:
 
     def _admit(self) -> None:
         """Start waiting requests, oldest first, while the batch has rows and the budget room."""
-        freed = False
         while self._waiting and len(self._jobs) < self.max_batch_size:
             job = self._waiting[0]
-            if self._claim.resize(self._kv_bound([*self._jobs.values(), job])):
+            need = self._kv_bound([*self._jobs.values(), job])
+            if self._claim.resize(need):
                 self._waiting.popleft()
                 self._insert(job)
             elif self._jobs:
                 return  # this batch's running requests will give memory back
-            elif not freed:  # idle: cached prefixes and freed buffers are worth less
-                freed = True
+            elif self._freed_for is not job:
+                # Idle and short of memory: cached prefixes and freed buffers are worth less
+                # than a request (freed once per waiting request, not at every look).
+                self._freed_for = job
                 self._prompt_cache.trim_to(n_bytes=0)
                 self._measure()
                 memory.release_unused()
-            elif self._claim.others_claimed():
-                return  # other models' running requests will give memory back
+            elif self._claim.worth_waiting(need):
+                return  # other models will give memory back, or are being evicted
             else:  # nothing will free memory: this request cannot fit now
                 self._waiting.popleft()
                 job.emit(self._too_big(job))
+
+    def _timed_out(self) -> MLXHostError:
+        return ServiceUnavailableError(
+            f"The model {self.name!r} could not start this request within "
+            f"{self.queue_timeout:.0f} s; retry later",
+            code="queue_timeout",
+            headers={"Retry-After": "5"},
+        )
 
     def _too_big(self, job: _Job) -> MLXHostError:
         need = self._kv_bound([job]) / 1024**3
@@ -451,16 +473,18 @@ class BatchScheduler:
         if finish_reason is not None:
             detok.finalize()
         text, stopped = job.stops.feed(detok.last_segment)
-        if stopped:
+        if finish_reason is not None:  # the generator has finished it and hands its cache back
+            if not stopped:
+                text += job.stops.flush()
+            if r.prompt_cache is not None:
+                self._keep_for_reuse(list(r.all_tokens), r.prompt_cache)
+        elif stopped:  # a stop string: the generator still runs it
             caches = self._generator.remove([job.uid], return_prompt_caches=True)
             if job.uid in caches:
                 cache, tokens = caches[job.uid]
                 self._keep_for_reuse(list(tokens), cache)
+        if stopped:
             finish_reason = "stop"
-        elif finish_reason is not None:
-            text += job.stops.flush()
-            if r.prompt_cache is not None:
-                self._keep_for_reuse(list(r.all_tokens), r.prompt_cache)
         if finish_reason is not None:
             del self._jobs[job.uid]  # type: ignore[arg-type]
             job.emit(job.delta(text, finish_reason))
@@ -481,10 +505,10 @@ class BatchScheduler:
         self._jobs.clear()
         self._waiting.clear()
         self._claim.release()
-        generator = getattr(self, "_generator", None)
-        if generator is not None:
-            generator.close()
-        # Drop the last references so MLX frees the weights and caches now.
+        if getattr(self, "_generator", None) is not None:
+            self._generator.close()
+        # Drop the last references, so that MLX frees the weights and caches before its
+        # cache of freed buffers is emptied.
         self._generator = self._model = self._prompt_cache = None  # type: ignore[assignment]
         self.kv_bytes = self.prompt_cache_bytes = self.weight_bytes = 0
         memory.release_unused()

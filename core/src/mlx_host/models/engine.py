@@ -47,8 +47,9 @@ class Engine(ABC):
     #: The kind of model this engine runs: ``llm``, ``stt``, ``tts``, ``embedding`` or a
     #: plugin's own.
     kind: ClassVar[str]
-    #: Whether its memory is MLX's (and so part of MLX's own figures, not in addition).
-    uses_mlx: ClassVar[bool] = True
+    #: Whether its memory is MLX's (and so already part of MLX's own, process-wide figures);
+    #: the core's MLX engines set it.
+    uses_mlx: ClassVar[bool] = False
 
     def __init__(
         self, spec: ModelSpec, prepared: PreparedModel, settings: Settings, claim: KVClaim

@@ -17,18 +17,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlx_host.errors import (
     ConflictError,
     InvalidRequestError,
+    MLXHostError,
     ModelLoadError,
     NotFoundError,
     ServiceUnavailableError,
 )
-from mlx_host.models.engine import Engine, EngineRegistry
-from mlx_host.models.memory import MemoryBudget, process_rss
-from mlx_host.models.registry import ModelRegistry, Resolved
+from mlx_host.models.engine import Engine, EngineRegistry, PreparedModel
+from mlx_host.models.memory import MemoryBudget, process_memory
+from mlx_host.models.registry import ModelRegistry
 from mlx_host.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 GiB = 1024**3
+_SNAPSHOT_TRIES = 5
+_SNAPSHOT_STEADY_BYTES = 8 * 1024**2
 
 
 @dataclass
@@ -61,6 +65,11 @@ class LoadedModel:
         return self.spec.name
 
     @property
+    def names(self) -> list[str]:
+        """Every registry name it serves."""
+        return [s.name for s in self.specs]
+
+    @property
     def pinned(self) -> bool:
         """Never evicted, if any name it serves is pinned."""
         return any(s.pinned for s in self.specs)
@@ -76,11 +85,6 @@ class LoadedModel:
         return self.engine.memory_bytes
 
     @property
-    def held_outside_claims(self) -> int:
-        """What it holds beyond what its running requests' claim covers."""
-        return self.engine.memory_bytes - self.engine.claimed_in_use_bytes
-
-    @property
     def busy(self) -> bool:
         """Requests are in flight (such a model is never evicted)."""
         return self.engine.busy
@@ -94,7 +98,7 @@ class LoadedModel:
         """Its kind, engine, state and measured memory, for the memory report."""
         return {
             "name": self.name,
-            "names": [spec.name for spec in self.specs],
+            "names": self.names,
             "kind": self.spec.kind,
             "engine": self.engine_name,
             "state": self.state,
@@ -127,12 +131,16 @@ class ModelManager:
         self.engines = engines
         self.settings = settings
         self.budget = MemoryBudget(budget_bytes, self._held_outside_claims)
+        self.budget.relieve = self._relieve
         self.loads = 0  # completed loads, for status and tests
         self.restarts = 0  # models started again after their engine failed
         self._loaded: dict[str, LoadedModel] = {}  # by registry name; shared loads repeat
-        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
-        self._reserved: dict[str, int] = {}  # estimates of loads in progress
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}  # by registry name
+        self._loading_paths: dict[Path, asyncio.Task[LoadedModel]] = {}  # by prepared path
         self._room = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._relieving = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def budget_bytes(self) -> int:
@@ -175,13 +183,22 @@ class ModelManager:
         return other + max(in_mlx, active) + cached
 
     def _held_outside_claims(self) -> int:
-        """Measured bytes that no claim covers, plus the estimates of loads in progress.
-        Called from engines' worker threads too."""
+        """Measured bytes that no claim covers. Called from engines' worker threads too."""
         models = self.loaded()
         active, cached = self._mlx_held(models)
-        used = self._used(models, active, cached)
         in_claims = sum(m.engine.claimed_in_use_bytes for m in models)
-        return used - in_claims + sum(list(self._reserved.values()))
+        return self._used(models, active, cached) - in_claims
+
+    def _snapshot(self, models: list[LoadedModel]) -> tuple[int, int, int | None]:
+        """MLX's figures and the process's memory, read together: a batch's buffers change by
+        the step, so a reading during which the process grew or shrank much is taken again."""
+        for _ in range(_SNAPSHOT_TRIES):
+            before = process_memory()
+            active, cached = self._mlx_held(models)
+            after = process_memory()
+            if before is None or after is None or abs(after - before) < _SNAPSHOT_STEADY_BYTES:
+                break
+        return active, cached, after
 
     def used_bytes(self) -> int:
         """Measured bytes held for the models now."""
@@ -196,9 +213,7 @@ class ModelManager:
     def usage(self) -> dict[str, Any]:
         """Budget, use and every loaded model's share, for the memory endpoint."""
         models = self.loaded()
-        # MLX's figures and RSS are read back to back: a batch's buffers change by the step.
-        active, cached = self._mlx_held(models)
-        rss = process_rss()
+        active, cached, resident = self._snapshot(models)
         committed = self.committed_bytes()
         return {
             "budget_bytes": self.budget_bytes,
@@ -208,18 +223,20 @@ class ModelManager:
             "kv_claimed_bytes": self.budget.claimed_bytes,
             "kv_claimed_peak_bytes": self.budget.peak_claimed_bytes,
             "process": {
-                "rss_bytes": rss,
+                "resident_bytes": resident,
                 "mlx_active_bytes": active,
                 "mlx_cache_bytes": cached,
                 "mlx_cache_limit_bytes": self.settings.mlx_cache_limit_bytes,
             },
             "models": [m.describe() for m in models],
-            "loading": [{"name": n, "reserved_bytes": b} for n, b in self._reserved.items()],
+            "loading": [
+                {"name": n, "reserved_bytes": b} for n, b in self.budget.reservations().items()
+            ],
         }
 
     # -- loading ------------------------------------------------------------------------
 
-    async def get(self, name: str, kind: str) -> tuple[Resolved, LoadedModel]:
+    async def get(self, name: str, kind: str) -> LoadedModel:
         """The loaded model of ``kind`` serving ``name``, loading it (again, if its engine
         failed); 400 when ``name`` is a model of another kind."""
         resolved = self.registry.resolve(name)
@@ -231,10 +248,11 @@ class ModelManager:
             )
         model = await self.load(resolved.spec)
         model.last_used = time.time()
-        return resolved, model
+        return model
 
     async def load(self, spec: ModelSpec) -> LoadedModel:
         """Load ``spec`` once; callers that arrive during the load wait for the same one."""
+        self._loop = asyncio.get_running_loop()
         model = self._loaded.get(spec.name)
         if model is not None and model.state == "failed":
             logger.warning("restarting %s: its engine failed", model.name)
@@ -262,58 +280,102 @@ class ModelManager:
             ) from exc
         path = prepared.path.resolve()
         shared = next((m for m in self.loaded() if m.engine.prepared.path.resolve() == path), None)
-        if shared is not None:  # another name for a model already in memory
+        if shared is None and (pending := self._loading_paths.get(path)) is not None:
+            shared = await asyncio.shield(pending)  # another name's load of the same weights
+        if shared is not None:
             logger.info("%s shares the loaded %s (same weights)", spec.name, shared.name)
             shared.specs.append(spec)
             self._loaded[spec.name] = shared
             return shared
+        this_load = asyncio.current_task()
+        assert this_load is not None  # load() runs _load as a task
+        self._loading_paths[path] = this_load
+        try:
+            return await self._start(spec, engine_type.name, engine_class, prepared)
+        finally:
+            del self._loading_paths[path]
+
+    async def _start(
+        self, spec: ModelSpec, engine_name: str, engine_class: type[Engine], prepared: PreparedModel
+    ) -> LoadedModel:
         logger.info(
             "loading %s from %s with %s (%s)",
-            spec.name, spec.source, engine_type.name, prepared.weight_format,
+            spec.name, spec.source, engine_name, prepared.weight_format,
         )  # fmt: skip
         estimate = spec.memory_bytes or engine_class.estimate_bytes(prepared)
         async with self._room:
             await self._make_room(spec.name, estimate)
-            self._reserved[spec.name] = estimate
+            if not self.budget.reserve(spec.name, estimate):  # a claim came in meanwhile
+                raise self._no_room(spec.name, estimate, [])
         try:
-            engine = engine_class(spec, prepared, self.settings, self.budget.claim())
+            engine = engine_class(spec, prepared, self.settings, self.budget.claim(spec.name))
             await engine.start()
         finally:
-            del self._reserved[spec.name]
-        model = LoadedModel([spec], engine, engine_type.name)
+            self.budget.release(spec.name)
+        model = LoadedModel([spec], engine, engine_name)
         self._loaded[spec.name] = model
         self.loads += 1
         logger.info("loaded %s (%.2f GiB)", spec.name, model.memory_bytes / GiB)
         return model
 
-    async def _make_room(self, name: str, needed: int) -> None:
-        """Evict idle, unpinned models (lowest priority, then least recently used) until
-        ``needed`` bytes fit; 503 with Retry-After when they cannot."""
-        free = self.budget_bytes - self.committed_bytes()
-        if free >= needed:
-            return
+    async def _make_room(self, name: str, needed: int, keep: str | None = None) -> None:
+        """Evict idle, unpinned models (lowest priority, then least recently used; never
+        ``keep``) until ``needed`` bytes fit; 503 with Retry-After when they cannot. What is
+        free is measured again after each eviction, not predicted."""
         candidates = sorted(
-            (m for m in self.loaded() if not m.pinned and not m.busy),
+            (m for m in self.loaded() if not m.pinned and not m.busy and keep not in m.names),
             key=lambda m: (m.priority, m.last_used),
         )
-        victims = []
-        for model in candidates:
-            if free >= needed:
-                break
-            victims.append(model)
-            free += model.memory_bytes
-        if free < needed:
-            holders = [_describe_holder(m) for m in self.loaded() if m not in victims]
-            raise ServiceUnavailableError(
-                f"Not enough memory to load {name!r}: it needs {needed / GiB:.2f} GiB, the "
-                f"budget is {self.budget_bytes / GiB:.2f} GiB, held by "
-                f"{', '.join(holders) or 'models still loading'}",
-                code="insufficient_memory",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        for model in victims:
+        if self.budget_bytes - self.committed_bytes() + sum(m.memory_bytes for m in candidates) < (
+            needed
+        ):
+            raise self._no_room(name, needed, candidates)
+        evicted: list[LoadedModel] = []
+        while self.budget_bytes - self.committed_bytes() < needed:
+            if not candidates:
+                raise self._no_room(name, needed, evicted)
+            model = candidates.pop(0)
             logger.info("evicting %s to make room for %s", model.name, name)
             await self._unload(model)
+            evicted.append(model)
+
+    def _no_room(self, name: str, needed: int, leaving: list[LoadedModel]) -> MLXHostError:
+        holders = [_describe_holder(m) for m in self.loaded() if m not in leaving]
+        return ServiceUnavailableError(
+            f"Not enough memory for {name!r}: it needs {needed / GiB:.2f} GiB, the budget is "
+            f"{self.budget_bytes / GiB:.2f} GiB, held by "
+            f"{', '.join(holders) or 'models still loading'}",
+            code="insufficient_memory",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    def _relieve(self, needed: int, owner: str) -> bool:
+        """A model's running requests cannot claim ``needed`` bytes: evict idle models for them
+        if any can go (in the event loop); whether that may help. Called from worker threads."""
+        idle = [
+            m for m in self.loaded()
+            if not m.pinned and not m.busy and owner not in m.names
+        ]  # fmt: skip
+        if not idle or self._loop is None:
+            return False
+        if not self._relieving:
+            self._relieving = True
+            self._loop.call_soon_threadsafe(self._start_relief, needed, owner)
+        return True
+
+    def _start_relief(self, needed: int, owner: str) -> None:
+        task = asyncio.create_task(self._relief(needed, owner))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relief(self, needed: int, owner: str) -> None:
+        try:
+            async with self._room:
+                await self._make_room(f"requests of {owner}", needed, keep=owner)
+        except ServiceUnavailableError:
+            logger.info("no idle model can make room for requests of %s", owner)
+        finally:
+            self._relieving = False
 
     async def unload(self, name: str) -> LoadedModel:
         """Unload a model now (management): 404 when not loaded, 409 while requests run, 400

@@ -31,10 +31,12 @@ def choose_blas(choice: str) -> None:
 
 def prepare() -> str:
     """Tune the allocator and load the chosen BLAS, once; returns the BLAS in use."""
-    global _loaded
+    global _chosen, _loaded
     if _loaded is None:
-        from mlx_host.settings import get_settings
+        if _chosen is None:
+            from mlx_host.settings import get_settings
 
+            _chosen = get_settings().blas
         libc.return_large_blocks_on_free()
-        _loaded = load_blas(_chosen if _chosen is not None else get_settings().blas)
+        _loaded = load_blas(_chosen)
     return _loaded
