@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import wave
+
+import numpy as np
 import openai
 import pytest
 
@@ -55,3 +59,19 @@ def test_model_outside_policy_gets_403(mlx_host_server: RunningServer) -> None:
         mlx_host_server.openai("lbrxvoice").chat.completions.create(
             model="deepseek-coder", messages=[{"role": "user", "content": "x"}]
         )
+
+
+def test_whisp_transcribes_real_speech(mlx_host_server: RunningServer) -> None:
+    """whisp's default (whisper-large-v3) is served by the embedded tiny.en as a stand-in."""
+    hibari = pytest.importorskip("hibari")
+    speech = hibari.Hibari(voice="heart", threads=1)("Please call me back tomorrow morning.")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(24_000)
+        out.writeframes((np.clip(speech, -1, 1) * 32767).astype(np.int16).tobytes())
+    text = mlx_host_server.openai("whisp").audio.transcriptions.create(
+        model="default", file=("call.wav", buffer.getvalue())
+    ).text
+    assert "call me back tomorrow morning" in text.lower()

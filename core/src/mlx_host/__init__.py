@@ -3,6 +3,9 @@
 Plugin authors need only what is exported here; docs/plugins.md describes every hook.
 """
 
+# First: the runtime sets its BLAS defaults before any library (numpy's included) loads one.
+from mlx_host import runtime  # noqa: F401, I001
+
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.errors import (
     AuthenticationError,
@@ -25,6 +28,14 @@ from mlx_host.models.manager import LoadedModel
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService
 from mlx_host.services import Capability, ServicePolicy, ServiceSpec
+from mlx_host.transcription import (
+    Segment,
+    Transcriber,
+    Transcript,
+    TranscriptionOptions,
+    TranscriptPiece,
+    Word,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -49,10 +60,16 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "SamplingParams",
+    "Segment",
     "ServicePolicy",
     "ServiceSpec",
     "ServiceUnavailableError",
     "TextGenerator",
     "TextRequest",
+    "Transcriber",
+    "Transcript",
+    "TranscriptPiece",
+    "TranscriptionOptions",
+    "Word",
     "hookimpl",
 ]

@@ -49,7 +49,11 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
     app = FastAPI(title="mlx-host", version="0.1.0", lifespan=lifespan)
     app.state.host = host
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        upload_bytes=settings.max_audio_bytes,
+    )
     for route in host.plugins.routes():
         if route.service is not None and route.service not in host.services:
             raise PluginError(

@@ -1,4 +1,4 @@
-"""A fake text engine for fast tests: plugin tests check what their plugin asks of the engine
+"""Fake engines for fast tests: plugin tests check what their plugin asks of the engine
 (system prompt, sampling, caps, model and capability), not what a model knows.
 
 It is registered through the real hook (``FakeEngines``) and driven by the real memory
@@ -21,15 +21,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from mlx_host.generation import Delta, SamplingParams, TextRequest
 from mlx_host.hookspecs import hookimpl
 from mlx_host.models.engine import Engine, EngineType, PreparedModel
 from mlx_host.models.spec import ModelSpec
 from mlx_host.stops import StopMatcher
+from mlx_host.transcription import Segment, Transcript, TranscriptionOptions, TranscriptPiece
 
 FAKE_ENGINE = "fake-llm"
+FAKE_STT_ENGINE = "fake-stt"
 _DEFAULT_BYTES = 1_000_000
 
 
@@ -46,18 +48,37 @@ class FakeCall:
     params: SamplingParams
 
 
+@dataclass(frozen=True)
+class FakeTranscription:
+    """One transcription the fake speech-to-text engine was asked for."""
+
+    served_by: str
+    options: TranscriptionOptions
+    audio_bytes: int
+
+    @property
+    def model(self) -> str:
+        """The name the service chose."""
+        return self.options.model
+
+    @property
+    def service(self) -> str:
+        """The service that asked."""
+        return self.options.service
+
+
 class FakeLog:
     """What the fake engines of one server were asked, and what they will answer."""
 
     def __init__(self) -> None:
-        self.requests: list[FakeCall] = []
+        self.requests: list[FakeCall | FakeTranscription] = []
         self._replies: deque[str] = deque()
         self._open = threading.Event()
         self._open.set()
 
     @property
-    def last(self) -> FakeCall:
-        """The latest request."""
+    def last(self) -> Any:
+        """The latest request (a ``FakeCall`` or a ``FakeTranscription``)."""
         return self.requests[-1]
 
     def reply(self, *texts: str) -> None:
@@ -177,14 +198,43 @@ class FakeLLM(Engine):
             self._active -= 1
 
 
+class FakeSTT(FakeLLM):
+    """The fake ``stt`` engine: English and a few other languages."""
+
+    kind = "stt"
+    multilingual = True
+    languages = frozenset({"en", "fr", "de", "es"})
+
+    async def transcribe(
+        self, audio: BinaryIO, options: TranscriptionOptions
+    ) -> AsyncIterator[TranscriptPiece]:
+        """The scripted reply (or a line about the audio), word by word when streamed."""
+        size = len(audio.read())
+        self.log.requests.append(FakeTranscription(self.spec.name, options, size))
+        text = self.log._next_reply(f"Fake transcript of {size} bytes.")
+        self._active += 1
+        try:
+            if options.stream:
+                for i, word in enumerate(text.split(" ")):
+                    if i:
+                        await self.log._wait_if_held()
+                    yield TranscriptPiece(delta=word if i == 0 else " " + word)
+            segment = Segment(0, 0, 0.0, 1.0, " " + text, [], 0.0, 0.0, 1.0, 0.0)
+            yield TranscriptPiece(result=Transcript(text, "english", 1.0, [segment], len(text)))
+        finally:
+            self._active -= 1
+
+
 class FakeEngines:
-    """A plugin registering the fake engine, which records into ``log``."""
+    """A plugin registering the fake engines, which record into ``log``."""
 
     def __init__(self, log: FakeLog) -> None:
         self.log = log
 
     @hookimpl
     def mlx_host_register_engines(self, register: Callable[[EngineType], None]) -> None:
-        """The fake ``llm`` engine, bound to this plugin's log."""
-        engine = type("FakeLLM", (FakeLLM,), {"log": self.log})
-        register(EngineType(name=FAKE_ENGINE, kind="llm", engine=engine))
+        """The fake ``llm`` and ``stt`` engines, bound to this plugin's log."""
+        llm = type("FakeLLM", (FakeLLM,), {"log": self.log})
+        register(EngineType(name=FAKE_ENGINE, kind="llm", engine=llm))
+        stt = type("FakeSTT", (FakeSTT,), {"log": self.log})
+        register(EngineType(name=FAKE_STT_ENGINE, kind="stt", engine=stt))

