@@ -6,7 +6,10 @@ Plugin authors need only what is exported here; docs/plugins.md describes every 
 # First: the runtime sets its BLAS defaults before any library (numpy's included) loads one.
 from mlx_host import runtime  # noqa: F401, I001
 
+from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.responses import until_done
+from mlx_host.api.schemas import ChatCompletionRequest, ChatMessage
 from mlx_host.errors import (
     AuthenticationError,
     ConflictError,
@@ -28,6 +31,16 @@ from mlx_host.models.manager import LoadedModel
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService
 from mlx_host.services import Capability, ServicePolicy, ServiceSpec
+from mlx_host.speech import (
+    Samples,
+    SentenceSplitter,
+    SpeechOptions,
+    Synthesizer,
+    Voice,
+    check_speed,
+    choose_voice,
+    speakable,
+)
 from mlx_host.transcription import (
     Segment,
     Transcriber,
@@ -41,6 +54,9 @@ __all__ = [
     "AuthenticationError",
     "Caller",
     "Capability",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "ChatTurn",
     "ConflictError",
     "Delta",
     "Engine",
@@ -59,17 +75,26 @@ __all__ = [
     "PreparedModel",
     "RateLimitError",
     "RequestTooLargeError",
+    "Samples",
     "SamplingParams",
     "Segment",
+    "SentenceSplitter",
     "ServicePolicy",
     "ServiceSpec",
     "ServiceUnavailableError",
+    "SpeechOptions",
+    "Synthesizer",
     "TextGenerator",
     "TextRequest",
     "Transcriber",
     "Transcript",
     "TranscriptPiece",
     "TranscriptionOptions",
+    "Voice",
     "Word",
+    "check_speed",
+    "choose_voice",
     "hookimpl",
+    "speakable",
+    "until_done",
 ]

@@ -8,19 +8,20 @@ from typing import Any
 
 from mlx_host.hookspecs import hookimpl
 from mlx_host.models.engine import EngineType
-from mlx_host.models.spec import EMBEDDED_LLM, EMBEDDED_STT, ModelSpec
+from mlx_host.models.spec import EMBEDDED_LLM, EMBEDDED_STT, EMBEDDED_TTS, KOKORO_TTS, ModelSpec
 
 
 @hookimpl
 def mlx_host_register_models(register: Callable[[ModelSpec], None]) -> None:
-    """The embedded defaults, which work on a fresh machine with no model hub."""
-    register(EMBEDDED_LLM)
-    register(EMBEDDED_STT)
+    """The embedded defaults, which work on a fresh machine with no model hub, and Kokoro for
+    machines that have its weights."""
+    for spec in (EMBEDDED_LLM, EMBEDDED_STT, EMBEDDED_TTS, KOKORO_TTS):
+        register(spec)
 
 
 @hookimpl
 def mlx_host_register_engines(register: Callable[[EngineType], None]) -> None:
-    """mlx-lm for ``llm`` models."""
+    """mlx-lm for ``llm`` models, MLX Whisper for ``stt``, hibari and mlx-audio for ``tts``."""
     register(
         EngineType(
             name="mlx-lm",
@@ -41,13 +42,33 @@ def mlx_host_register_engines(register: Callable[[EngineType], None]) -> None:
             description="Speech to text with Whisper on MLX, in 30-second windows",
         )
     )
+    register(
+        EngineType(
+            name="hibari",
+            kind="tts",
+            engine="mlx_host.engine.hibari:HibariEngine",
+            requires=("hibari", "onnxruntime"),
+            install_hint="pip install 'mlx-host[tts]'",
+            description="English speech with hibari on ONNX Runtime (CPU), 24 kHz",
+        )
+    )
+    register(
+        EngineType(
+            name="mlx-audio",
+            kind="tts",
+            engine="mlx_host.engine.mlx_audio_tts:MLXAudioEngine",
+            requires=("mlx_audio",),
+            install_hint="pip install mlx-audio (and misaki[en] for Kokoro)",
+            description="Speech with mlx-audio models (Kokoro, ...) on MLX, from local weights",
+        )
+    )
 
 
 @hookimpl
 def mlx_host_register_routes(register: Callable[..., Any]) -> None:
     """The OpenAI-compatible endpoints, one router per area."""
     # Imported here: the routers depend on the host, which loads the plugins.
-    from mlx_host.api import audio, chat, completions, health, models, sessions
+    from mlx_host.api import audio, chat, completions, health, models, sessions, speech
 
-    for area in (chat, completions, audio, models, sessions, health):
+    for area in (chat, completions, audio, speech, models, sessions, health):
         register(area.router)

@@ -5,9 +5,10 @@ It is registered through the real hook (``FakeEngines``) and driven by the real 
 manager, policy and API, as simonw/llm's tests register a mock model. A token is one
 character; the chat template is the messages as JSON; the answer is the next scripted reply
 (``FakeLog.reply``) or else the last user message (the prompt, for completions), one token at
-a time. Every request is recorded (``FakeLog.requests``), and ``FakeLog.hold`` keeps answers
-from finishing until released, for tests of streaming, disconnects and busy models that must
-not depend on the machine's speed.
+a time. The fake transcriber's transcript is the next scripted reply too; the fake speech
+engine speaks a tone of 10 ms per character, a sentence at a time. Every request is recorded
+(``FakeLog.requests``), and ``FakeLog.hold`` keeps answers from finishing until released, for
+tests of streaming, disconnects and busy models that must not depend on the machine's speed.
 """
 
 from __future__ import annotations
@@ -19,19 +20,23 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
+
+import numpy as np
 
 from mlx_host.generation import Delta, SamplingParams, TextRequest
 from mlx_host.hookspecs import hookimpl
 from mlx_host.models.engine import Engine, EngineType, PreparedModel
 from mlx_host.models.spec import ModelSpec
+from mlx_host.speech import Samples, SentenceSplitter, SpeechOptions, Voice
 from mlx_host.stops import StopMatcher
 from mlx_host.transcription import Segment, Transcript, TranscriptionOptions, TranscriptPiece
 
 FAKE_ENGINE = "fake-llm"
 FAKE_STT_ENGINE = "fake-stt"
+FAKE_TTS_ENGINE = "fake-tts"
 _DEFAULT_BYTES = 1_000_000
 
 
@@ -49,12 +54,9 @@ class FakeCall:
 
 
 @dataclass(frozen=True)
-class FakeTranscription:
-    """One transcription the fake speech-to-text engine was asked for."""
-
+class _FakeAudioCall:
     served_by: str
-    options: TranscriptionOptions
-    audio_bytes: int
+    options: TranscriptionOptions | SpeechOptions
 
     @property
     def model(self) -> str:
@@ -67,18 +69,36 @@ class FakeTranscription:
         return self.options.service
 
 
+@dataclass(frozen=True)
+class FakeTranscription(_FakeAudioCall):
+    """One transcription the fake speech-to-text engine was asked for."""
+
+    options: TranscriptionOptions
+    audio_bytes: int
+
+
+@dataclass(frozen=True)
+class FakeSpeech(_FakeAudioCall):
+    """One text the fake text-to-speech engine was asked to speak."""
+
+    options: SpeechOptions
+    text: str
+    spoken: list[str] = field(default_factory=list)  # the sentences spoken so far
+
+
 class FakeLog:
     """What the fake engines of one server were asked, and what they will answer."""
 
     def __init__(self) -> None:
-        self.requests: list[FakeCall | FakeTranscription] = []
+        self.requests: list[FakeCall | FakeTranscription | FakeSpeech] = []
         self._replies: deque[str] = deque()
         self._open = threading.Event()
         self._open.set()
+        self._hold_after = 1
 
     @property
     def last(self) -> Any:
-        """The latest request (a ``FakeCall`` or a ``FakeTranscription``)."""
+        """The latest request (a ``FakeCall``, ``FakeTranscription`` or ``FakeSpeech``)."""
         return self.requests[-1]
 
     def reply(self, *texts: str) -> None:
@@ -92,19 +112,27 @@ class FakeLog:
         self._open.set()
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
-        """While inside, answers stop after their first token (so requests stay in flight)."""
+    def hold(self, after: int = 1) -> Iterator[None]:
+        """While inside, answers stop after their first ``after`` pieces (an LLM's tokens, a
+        transcript's words, speech's sentences), so requests stay in flight."""
+        self._hold_after = after
         self._open.clear()
         try:
             yield
         finally:
-            self._open.set()
+            self.release()
+
+    def release(self) -> None:
+        """Let held answers finish now, inside ``hold`` too."""
+        self._open.set()
 
     def _next_reply(self, fallback: str) -> str:
         return self._replies.popleft() if self._replies else fallback
 
-    async def _wait_if_held(self) -> None:
-        if not self._open.is_set():  # held by a test's thread, so a thread waits for it
+    async def _wait_if_held(self, produced: int) -> None:
+        """Before the piece after ``produced`` ones."""
+        if produced >= self._hold_after and not self._open.is_set():
+            # Held by a test's thread, so a thread waits for it.
             await asyncio.to_thread(self._open.wait)
 
 
@@ -183,8 +211,7 @@ class FakeLLM(Engine):
                 if produced == params.max_tokens:
                     finish = "length"
                     break
-                if produced:
-                    await self.log._wait_if_held()
+                await self.log._wait_if_held(produced)
                 produced += 1
                 text, stopped = stops.feed(char)
                 if stopped:
@@ -216,11 +243,42 @@ class FakeSTT(FakeLLM):
         try:
             if options.stream:
                 for i, word in enumerate(text.split(" ")):
-                    if i:
-                        await self.log._wait_if_held()
+                    await self.log._wait_if_held(i)
                     yield TranscriptPiece(delta=word if i == 0 else " " + word)
             segment = Segment(0, 0, 0.0, 1.0, " " + text, [], 0.0, 0.0, 1.0, 0.0)
             yield TranscriptPiece(result=Transcript(text, "english", 1.0, [segment], len(text)))
+        finally:
+            self._active -= 1
+
+
+class FakeTTS(FakeLLM):
+    """The fake ``tts`` engine: a tone per sentence, 10 ms per character, at 24 kHz."""
+
+    kind = "tts"
+    sample_rate = 24_000
+    speed_range = (0.25, 4.0)
+    follows_instructions = True
+
+    def voices(self) -> list[Voice]:
+        """Two voices; the first also answers to Kokoro's name."""
+        return [
+            Voice("fake", "en-US", "female", aliases=("af_heart",)),
+            Voice("faux", "fr-FR", "male"),
+        ]
+
+    async def synthesize(self, text: str, options: SpeechOptions) -> AsyncIterator[Samples]:
+        """A tone per sentence (``SentenceSplitter``'s), each once the hold lets it through."""
+        call = FakeSpeech(self.spec.name, options, text)
+        self.log.requests.append(call)
+        splitter = SentenceSplitter()
+        self._active += 1
+        try:
+            for i, sentence in enumerate([*splitter.feed(text), *splitter.flush()]):
+                await self.log._wait_if_held(i)
+                call.spoken.append(sentence)
+                n = int(len(sentence) * self.sample_rate / 100 / options.speed)
+                yield (0.1 * np.sin(np.arange(n, dtype=np.float32) * 0.1)).astype(np.float32)
+                await asyncio.sleep(0)
         finally:
             self._active -= 1
 
@@ -233,8 +291,10 @@ class FakeEngines:
 
     @hookimpl
     def mlx_host_register_engines(self, register: Callable[[EngineType], None]) -> None:
-        """The fake ``llm`` and ``stt`` engines, bound to this plugin's log."""
+        """The fake ``llm``, ``stt`` and ``tts`` engines, bound to this plugin's log."""
         llm = type("FakeLLM", (FakeLLM,), {"log": self.log})
         register(EngineType(name=FAKE_ENGINE, kind="llm", engine=llm))
         stt = type("FakeSTT", (FakeSTT,), {"log": self.log})
         register(EngineType(name=FAKE_STT_ENGINE, kind="stt", engine=stt))
+        tts = type("FakeTTS", (FakeTTS,), {"log": self.log})
+        register(EngineType(name=FAKE_TTS_ENGINE, kind="tts", engine=tts))

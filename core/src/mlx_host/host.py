@@ -6,9 +6,10 @@ Route handlers (the core's and plugins') reach everything through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mlx_host import runtime
-from mlx_host.errors import PluginError
+from mlx_host.errors import ModelLoadError, PluginError
 from mlx_host.keys import KeyRing
 from mlx_host.models.config_file import read_models_file
 from mlx_host.models.engine import EngineRegistry
@@ -20,6 +21,8 @@ from mlx_host.plugins import InstalledService, PluginManager
 from mlx_host.services import CAPABILITY_KINDS, Capability, ServiceSpec
 from mlx_host.sessions import SessionStore, open_store
 from mlx_host.settings import Settings
+
+EngineInterface = TypeVar("EngineInterface")
 
 
 @dataclass
@@ -79,6 +82,20 @@ class Host:
         name = self.models.registry.choose(service, capability, requested)
         model = await self.models.get(name, CAPABILITY_KINDS[capability])
         return name, model
+
+    async def engine_for(
+        self,
+        service: ServiceSpec,
+        capability: Capability,
+        interface: type[EngineInterface],
+        requested: str | None = None,
+    ) -> tuple[str, LoadedModel, EngineInterface]:
+        """As ``model_for``, with the loaded model's engine as the interface the capability
+        needs (``Transcriber``, ``Synthesizer``, ...); 503 when it does not offer it."""
+        name, model = await self.model_for(service, capability, requested)
+        if not isinstance(model.engine, interface):
+            raise ModelLoadError(f"The engine of {model.name!r} does not offer {capability}")
+        return name, model, model.engine
 
 
 def _check_choices(settings: Settings, registry: ModelRegistry, engines: EngineRegistry) -> None:

@@ -45,6 +45,11 @@ class ServicePolicy(BaseModel):
         description="When session history and the request exceed the model's context: drop "
         "the oldest history messages (the response says how many), or answer 413.",
     )
+    voice: str | None = Field(
+        None,
+        description="The voice of speech requests that name none (default: the speech "
+        "model's first).",
+    )
     allowed_models: tuple[str, ...] = Field(
         (),
         description='Models a caller may ask for instead of the defaults; "*" allows any. '

@@ -64,7 +64,11 @@ class Settings(BaseSettings):
         "emptied whenever a model goes idle).",
     )
     stand_in_models: dict[str, str] = Field(
-        default_factory=lambda: {"llm": "smollm2-135m-instruct", "stt": "whisper-tiny-en"},
+        default_factory=lambda: {
+            "llm": "smollm2-135m-instruct",
+            "stt": "whisper-tiny-en",
+            "tts": "hibari-tts",
+        },
         description="JSON object: for each model kind, the model that serves names of that "
         "kind with no configured source (a service default such as qwen3-14b on a machine "
         "without it). A kind left out: such names answer 503.",

@@ -2,7 +2,7 @@
 
 Installed with mlx-host (entry point ``pytest11``). Fixtures:
 
-- ``mlx_host_fake_server``: a real server whose ``llm`` and ``stt`` models all run on fake
+- ``mlx_host_fake_server``: a real server whose ``llm``, ``stt`` and ``tts`` models run on fake
   engines (``mlx_host.fake``): plugin tests check what their service asks of the engine, in
   seconds, on any machine. ``.fake`` is the engines' log (``requests``, ``reply``, ``hold``),
   cleared for each test.
@@ -29,7 +29,14 @@ from typing import Any
 
 import pytest
 
-from mlx_host.fake import FAKE_ENGINE, FAKE_STT_ENGINE, FakeCall, FakeEngines, FakeLog
+from mlx_host.fake import (
+    FAKE_ENGINE,
+    FAKE_STT_ENGINE,
+    FAKE_TTS_ENGINE,
+    FakeCall,
+    FakeEngines,
+    FakeLog,
+)
 from mlx_host.keys import generate_key
 from mlx_host.plugins import InstalledService, PluginManager
 from mlx_host.services import ServiceSpec
@@ -114,7 +121,7 @@ def run_server(
 ) -> Iterator[RunningServer]:
     """Start a real uvicorn server in a thread on a free port, with one key per service
     (``keys`` to reuse another server's, e.g. for two hosts sharing Redis). With ``fake``,
-    every ``llm`` model runs on the fake engine."""
+    every model of the core's kinds (llm, stt, tts) runs on the fake engines."""
     import uvicorn
 
     from mlx_host.app import create_app
@@ -125,7 +132,9 @@ def run_server(
     if fake:
         log = FakeLog()
         plugins.register(FakeEngines(log), "mlx_host.fake", "mlx-host")
-        overrides.setdefault("engines", {"llm": FAKE_ENGINE, "stt": FAKE_STT_ENGINE})
+        overrides.setdefault(
+            "engines", {"llm": FAKE_ENGINE, "stt": FAKE_STT_ENGINE, "tts": FAKE_TTS_ENGINE}
+        )
     services = plugins.services()
     keys = keys or {s.spec.name: generate_key(s.spec.key_prefix) for s in services}
     admin_key = "admin-" + generate_key("test_")
@@ -175,7 +184,7 @@ def _mlx_host_fake_session(mlx_host_cache_dir: Path) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def mlx_host_fake_server(_mlx_host_fake_session: RunningServer) -> RunningServer:
-    """A real server of every installed service whose ``llm`` models run on the fake engine;
+    """A real server of every installed service whose models run on the fake engines;
     its ``.fake`` log starts empty in each test."""
     assert _mlx_host_fake_session.fake is not None
     _mlx_host_fake_session.fake.clear()

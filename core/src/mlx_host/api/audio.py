@@ -20,7 +20,7 @@ from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.responses import until_done
 from mlx_host.api.transcripts import ResponseFormat, events, whole
-from mlx_host.errors import InvalidRequestError, ModelLoadError
+from mlx_host.errors import InvalidRequestError
 from mlx_host.host import Host
 from mlx_host.transcription import (
     Task,
@@ -85,11 +85,10 @@ async def _transcribe(
             f"{response_format}",
             param="stream",
         )
-    name, model = await host.model_for(caller.spec, "transcription", requested_model)
+    name, model, engine = await host.engine_for(
+        caller.spec, "transcription", Transcriber, requested_model
+    )
     options = replace(options, model=name)
-    engine = model.engine
-    if not isinstance(engine, Transcriber):
-        raise ModelLoadError(f"The engine of {model.name!r} does not transcribe")
     if options.language is not None and options.language not in engine.languages:
         only = "" if engine.multilingual else f"; {model.name!r} knows only English"
         raise InvalidRequestError(

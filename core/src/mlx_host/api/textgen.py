@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +51,12 @@ class TextCall:
             raise ModelLoadError(f"The engine of {model.name!r} does not generate text")
         return model, model.engine
 
+    def generate(self, engine: TextGenerator, prompt: list[int]) -> AsyncIterator[Delta]:
+        """The engine's answer to ``prompt``, sampled as planned."""
+        return engine.generate(
+            TextRequest(prompt, self.params, self.service.name, self.model_name, self.capability)
+        )
+
     async def answer(
         self,
         engine: TextGenerator,
@@ -68,9 +74,7 @@ class TextCall:
         """Generate from ``prompt``: server-sent events when the body asks to stream, else
         one JSON body; ``objects`` names the object of each (whole, chunk), and ``on_finish``
         adds its fields to the end of either."""
-        deltas = engine.generate(
-            TextRequest(prompt, self.params, self.service.name, self.model_name, self.capability)
-        )
+        deltas = self.generate(engine, prompt)
         whole_object, chunk_object = objects
         if body.stream:
             return await stream_response(

@@ -33,14 +33,14 @@ from mlx_host.engine import memory
 from mlx_host.engine.ct2 import is_ct2_whisper
 from mlx_host.engine.device import preferred_weight_format
 from mlx_host.engine.transcribe import Cancelled, WindowedTranscription
+from mlx_host.engine.worker import WorkerEngine
 from mlx_host.errors import (
     GenerationError,
     MLXHostError,
     ModelLoadError,
-    RateLimitError,
     ServiceUnavailableError,
 )
-from mlx_host.models.engine import Engine, EngineState, PreparedModel
+from mlx_host.models.engine import PreparedModel
 from mlx_host.models.sources import convert_into_cache, directory_digest, locate
 from mlx_host.transcription import TranscriptionOptions, TranscriptPiece
 
@@ -98,11 +98,12 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-class WhisperEngine(Engine):
+class WhisperEngine(WorkerEngine):
     """Transcribes for every service, one file at a time per model, in its own thread."""
 
     kind = "stt"
     uses_mlx = True
+    request_noun = "transcription"
 
     @classmethod
     def prepare(cls, spec: ModelSpec, settings: Settings) -> PreparedModel:
@@ -138,14 +139,10 @@ class WhisperEngine(Engine):
     ) -> None:
         super().__init__(spec, prepared, settings, claim)
         memory.set_buffer_cache_limit(settings.mlx_cache_limit_bytes)
-        self.capacity = 1 + settings.max_queued_requests
-        self.active_requests = 0
         self.weight_bytes = 0
         self.working_bytes = 0  # what one transcription needs beside the weights
         self.multilingual = False
         self.languages: frozenset[str] = frozenset({"en"})
-        self._state: EngineState = "loading"
-        self._accepting = True
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loaded: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name=f"mlx-{spec.name}", daemon=True)
@@ -164,20 +161,6 @@ class WhisperEngine(Engine):
     def claimed_in_use_bytes(self) -> int:
         """A running transcription's working memory, which its claim covers."""
         return self.claim.nbytes
-
-    @property
-    def busy(self) -> bool:
-        """Transcriptions run or wait."""
-        return self.active_requests > 0
-
-    @property
-    def state(self) -> EngineState:
-        """The worker's state."""
-        return self._state
-
-    def stop_accepting(self) -> None:
-        """New requests get 503 from now on."""
-        self._accepting = False
 
     async def close(self, wait_seconds: float) -> None:
         """Stop the worker after the current token (leaving it behind if it is stuck)."""
@@ -205,19 +188,6 @@ class WhisperEngine(Engine):
         self, audio: BinaryIO, options: TranscriptionOptions
     ) -> AsyncIterator[TranscriptPiece]:
         """Text as it is decoded, then the transcript; leaving early cancels it."""
-        if not self._accepting or self._state != "ready":
-            raise ServiceUnavailableError(
-                f"The model {self.spec.name!r} is not serving now; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        if self.active_requests >= self.capacity:
-            raise RateLimitError(
-                f"The model {self.spec.name!r} has {self.active_requests} transcription"
-                f"{'s' * (self.active_requests != 1)} running or queued, its limit; retry "
-                "shortly",
-                code="queue_full",
-                headers={"Retry-After": "1"},
-            )
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[TranscriptPiece | BaseException] = asyncio.Queue()
 
@@ -225,9 +195,9 @@ class WhisperEngine(Engine):
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                 loop.call_soon_threadsafe(pieces.put_nowait, item)
 
+        self.admit()
         job = _Job(audio, options, emit)
         self._inbox.put(job)
-        self.active_requests += 1
         try:
             while True:
                 piece = await self._next(pieces)

