@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import wave
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -71,7 +74,47 @@ def test_whisp_transcribes_real_speech(mlx_host_server: RunningServer) -> None:
         out.setsampwidth(2)
         out.setframerate(24_000)
         out.writeframes((np.clip(speech, -1, 1) * 32767).astype(np.int16).tobytes())
-    text = mlx_host_server.openai("whisp").audio.transcriptions.create(
-        model="default", file=("call.wav", buffer.getvalue())
-    ).text
+    text = (
+        mlx_host_server.openai("whisp")
+        .audio.transcriptions.create(model="default", file=("call.wav", buffer.getvalue()))
+        .text
+    )
     assert "call me back tomorrow morning" in text.lower()
+
+
+def test_lbrxvoice_answers_a_spoken_question_out_loud(mlx_host_server: RunningServer) -> None:
+    """The whole voice turn on the embedded models: a question spoken by the service's own
+    voice, heard by Whisper, answered by SmolLM2, spoken by hibari, and saved to a session."""
+    headers = {"Authorization": f"Bearer {mlx_host_server.keys['lbrxvoice']}"}
+    question = mlx_host_server.openai("lbrxvoice").audio.speech.create(
+        model="default", voice="af_heart", input="What is the capital of France?",
+        response_format="wav",
+    ).content  # fmt: skip
+    sessions = f"{mlx_host_server.url}/v1/sessions"
+    session = httpx.post(sessions, headers=headers, json={}).json()["id"]
+    with httpx.stream(
+        "POST", f"{mlx_host_server.url}/api/v1/lbrxvoice/turn", headers=headers,
+        files={"file": ("question.wav", question)}, data={"session_id": session}, timeout=120,
+    ) as response:  # fmt: skip
+        assert response.status_code == 200, response.read()
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line]
+    assert "capital of france" in events[0]["text"].lower()
+    done = events[-1]
+    assert done["type"] == "turn.done" and done["text"].strip(), events[-3:]
+    audio = b"".join(
+        base64.b64decode(e["audio"]) for e in events if e["type"] == "turn.audio.delta"
+    )
+    assert len(audio) / 2 / 24_000 > 0.5  # over half a second of 24 kHz 16-bit speech
+    assert 0 < done["timings"]["first_audio"] <= done["timings"]["done"]
+    stored = httpx.get(f"{sessions}/{session}/messages", headers=headers).json()["data"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[0]["content"] == events[0]["text"] and stored[1]["content"] == done["text"]
+
+
+def test_only_lbrxvoice_keys_may_take_a_voice_turn(mlx_host_server: RunningServer) -> None:
+    response = httpx.post(
+        f"{mlx_host_server.url}/api/v1/lbrxvoice/turn",
+        headers={"Authorization": f"Bearer {mlx_host_server.keys['vista']}"},
+        files={"file": ("question.wav", b"RIFF")},
+    )
+    assert response.status_code == 403 and "lbrxvoice" in response.json()["error"]["message"]
