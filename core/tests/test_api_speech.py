@@ -20,8 +20,9 @@ import pytest
 from conftest import ALPHA, plugin_manager
 from speech import SENTENCES, word_error_rate
 
-from mlx_host import ModelLoadError, ServicePolicy, ServiceSpec
+from mlx_host import ServicePolicy, ServiceSpec
 from mlx_host.engine.mlx_audio_tts import MLXAudioEngine
+from mlx_host.errors import ModelFilesMissingError
 from mlx_host.models.spec import KOKORO_TTS
 from mlx_host.settings import Settings
 from mlx_host.testing import RunningServer, run_server
@@ -192,7 +193,10 @@ def test_kokoro_without_its_weights_is_503_naming_the_files(
     if importlib.util.find_spec("mlx_audio") is None:
         assert "pip install mlx-audio" in message
     else:
-        assert "*.safetensors (the weights)" in message and "voices/" in message
-    with pytest.raises(ModelLoadError, match=r"lacks \*\.safetensors \(the weights\), voices/"):
-        MLXAudioEngine.prepare(KOKORO_TTS.model_copy(update={"source": str(tmp_path)}), Settings())
+        assert "*.safetensors (the weights)" in message and str(tmp_path) not in message
+    kokoro = KOKORO_TTS.model_copy(update={"source": str(tmp_path)})
+    with pytest.raises(ModelFilesMissingError) as missing:
+        MLXAudioEngine.prepare(kokoro, Settings())
+    assert "*.safetensors (the weights); voices/a*.safetensors" in missing.value.message
+    assert str(tmp_path) not in missing.value.message  # no server paths in what callers see
     assert "mlx_audio" not in sys.modules

@@ -51,3 +51,33 @@ def test_decoding_stops_at_the_duration_limit_even_without_a_header() -> None:
     with pytest.raises(AudioError, match="longer than 2 s"):
         for _ in decode(data, max_seconds=2):
             pass
+
+
+def test_a_limit_is_checked_by_decoding_when_the_container_has_no_duration() -> None:
+    """A browser's webm (MediaRecorder) is written as it is recorded: no duration in it."""
+    import av
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:  # type: ignore[no-untyped-def, override]
+            self.data += b
+            return len(b)
+
+    sink = Unseekable()
+    with av.open(sink, mode="w", format="webm") as output:
+        stream = output.add_stream("libopus", rate=48_000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 48_000 * 3), np.float32), "flt", "mono")
+        frame.sample_rate = 48_000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            output.mux(packet)
+    webm = io.BytesIO(bytes(sink.data))
+    assert probe(webm, 2.0).duration is None  # passes: checked later, as it is decoded
+    with pytest.raises(AudioError, match=r"longer than 2 s.*\(a turn's limit\)"):
+        probe(webm, 2.0, limit="a turn's limit", measure=True)
+    measured = probe(webm, 5.0, measure=True)
+    assert measured.duration == pytest.approx(3.0, abs=0.05) and webm.tell() == 0

@@ -37,19 +37,32 @@ def test_a_sentence_is_given_out_as_soon_as_the_next_begins() -> None:
 
 
 def test_initials_and_titles_do_not_end_sentences_but_numbers_do() -> None:
-    assert split_streamed("J. K. Rowling wrote it. Mrs. Lee paid 25. Ok.", 4) == [
+    assert split_streamed("J. K. Rowling wrote it. Mrs. Lee paid 25. I said no. Ok.", 4) == [
         "J. K. Rowling wrote it.",
         "Mrs. Lee paid 25.",
+        "I said no.",
         "Ok.",
     ]
 
 
-def test_a_long_sentence_is_cut_at_a_clause() -> None:
+@pytest.mark.parametrize("piece", [7, 10_000])
+def test_a_long_sentence_is_cut_at_a_clause_else_between_words(piece: int) -> None:
     clause = "and then another thing happened, "
-    parts = split_streamed(clause * 20, 7)
+    parts = split_streamed(clause * 20 + "the end. Next one.", piece)
+    assert len(parts) > 2 and all(len(p) <= MAX_SENTENCE_CHARS for p in parts)
+    assert all(p.endswith(",") for p in parts[:-2]) and parts[-1] == "Next one."
+    assert " ".join(parts) == (clause * 20 + "the end. Next one.").strip()
+    words = "word " * 100 + "last."
+    parts = split_streamed(words, piece)
     assert len(parts) > 1 and all(len(p) <= MAX_SENTENCE_CHARS for p in parts)
-    assert all(p.endswith(",") for p in parts[:-1])
-    assert " ".join(parts) == (clause * 20).strip()
+    assert " ".join(parts) == words  # cut between words, never inside one
+
+
+def test_numbered_lists_are_spoken_item_by_item() -> None:
+    text = "Do this:\n1. Preheat the oven.\n2. Bake it. Then eat.\n"
+    sentences = split_streamed(text, 3)
+    assert sentences == ["Do this:", "1. Preheat the oven.", "2. Bake it.", "Then eat."]
+    assert [speakable(s) for s in sentences[1:3]] == ["Preheat the oven.", "Bake it."]
 
 
 def test_markdown_is_not_read_aloud() -> None:

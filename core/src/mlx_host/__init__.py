@@ -8,7 +8,7 @@ from mlx_host import runtime  # noqa: F401, I001
 
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
-from mlx_host.api.responses import until_done
+from mlx_host.api.responses import StreamedResponse, sse_event, until_done
 from mlx_host.api.schemas import ChatCompletionRequest, ChatMessage
 from mlx_host.errors import (
     AuthenticationError,
@@ -43,6 +43,7 @@ from mlx_host.speech import (
 )
 from mlx_host.transcription import (
     Segment,
+    final_transcript,
     Transcriber,
     Transcript,
     TranscriptionOptions,
@@ -83,6 +84,7 @@ __all__ = [
     "ServiceSpec",
     "ServiceUnavailableError",
     "SpeechOptions",
+    "StreamedResponse",
     "Synthesizer",
     "TextGenerator",
     "TextRequest",
@@ -94,7 +96,9 @@ __all__ = [
     "Word",
     "check_speed",
     "choose_voice",
+    "final_transcript",
     "hookimpl",
     "speakable",
+    "sse_event",
     "until_done",
 ]

@@ -54,9 +54,17 @@ def _open(file: BinaryIO) -> av.container.InputContainer:
         ) from exc
 
 
-def probe(file: BinaryIO, max_seconds: float) -> AudioInfo:
-    """Check that ``file`` holds decodable audio no longer than ``max_seconds`` (where its
-    container says how long it is); 400 naming what is wrong otherwise."""
+def probe(
+    file: BinaryIO,
+    max_seconds: float,
+    *,
+    limit: str = "MLX_HOST_MAX_AUDIO_SECONDS",
+    measure: bool = False,
+) -> AudioInfo:
+    """Check that ``file`` holds decodable audio no longer than ``max_seconds`` (the limit
+    that ``limit`` names in messages); 400 naming what is wrong otherwise. Where the container
+    does not say how long it is (a browser's webm), its length is checked when it is decoded,
+    or here, by decoding it, with ``measure``."""
     container = _open(file)
     try:
         if not container.streams.audio:
@@ -70,24 +78,32 @@ def probe(file: BinaryIO, max_seconds: float) -> AudioInfo:
         if duration is not None and duration > max_seconds:
             raise AudioError(
                 f"The audio is {duration:.0f} s long; this server takes at most "
-                f"{max_seconds:.0f} s (MLX_HOST_MAX_AUDIO_SECONDS)"
+                f"{max_seconds:.0f} s ({limit})"
             )
         if duration is not None and duration <= 0:
             raise AudioError("The audio is empty")
-        return AudioInfo(container.format.name, stream.codec_context.name, duration)
+        info = AudioInfo(container.format.name, stream.codec_context.name, duration)
     finally:
         container.close()
         file.seek(0)
+    if duration is None and measure:
+        samples = sum(len(piece) for piece in decode(file, max_seconds, limit=limit))
+        file.seek(0)
+        info = AudioInfo(info.format, info.codec, samples / SAMPLE_RATE)
+    return info
 
 
-def decode(file: BinaryIO, max_seconds: float) -> Iterator[np.ndarray]:
+def decode(
+    file: BinaryIO, max_seconds: float, *, limit: str = "MLX_HOST_MAX_AUDIO_SECONDS"
+) -> Iterator[np.ndarray]:
     """``file``'s audio as 16 kHz mono float32 pieces, decoded as they are asked for; raises
-    ``AudioError`` for broken data, or once more than ``max_seconds`` were decoded."""
+    ``AudioError`` for broken data, or once more than ``max_seconds`` (the limit ``limit``
+    names) were decoded."""
     import av
 
     container = _open(file)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    limit = int(max_seconds * SAMPLE_RATE)
+    most = int(max_seconds * SAMPLE_RATE)
     decoded = 0
 
     def pieces(frames: list[Any]) -> Iterator[np.ndarray]:
@@ -95,10 +111,10 @@ def decode(file: BinaryIO, max_seconds: float) -> Iterator[np.ndarray]:
         for frame in frames:
             samples = frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
             decoded += len(samples)
-            if decoded > limit:
+            if decoded > most:
                 raise AudioError(
                     f"The audio is longer than {max_seconds:.0f} s, the most this server "
-                    "takes (MLX_HOST_MAX_AUDIO_SECONDS)"
+                    f"takes ({limit})"
                 )
             yield samples
 

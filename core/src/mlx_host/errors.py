@@ -119,6 +119,13 @@ class ModelLoadError(ServiceUnavailableError):
     code = "model_load_failed"
 
 
+class ModelFilesMissingError(ModelLoadError):
+    """A model's directory lacks files it needs (503); the message names them, never the
+    server's paths, so it reaches the caller as it is."""
+
+    code = "model_files_missing"
+
+
 class ClientDisconnectedError(MLXHostError):
     """The client left before its answer was ready (499, as nginx logs it; nobody reads it)."""
 

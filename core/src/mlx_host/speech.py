@@ -73,15 +73,14 @@ def find_voice(voices: list[Voice], name: str) -> Voice | None:
 
 
 def choose_voice(voices: list[Voice], requested: str | None, service_default: str | None) -> Voice:
-    """The voice a request gets (the one it names, else the service's, else the first);
-    400 listing the valid ones for a name the model lacks."""
-    name = requested or service_default
-    if name is None:
-        return voices[0]
-    voice = find_voice(voices, name)
+    """The voice a request gets: the one it names (400 listing the valid ones when the model
+    lacks it), else the service's where the model has it, else the model's first."""
+    if requested is None:
+        return find_voice(voices, service_default or "") or voices[0]
+    voice = find_voice(voices, requested)
     if voice is None:
         raise InvalidRequestError(
-            f"voice {name!r} is not installed for this model; valid voices: "
+            f"voice {requested!r} is not installed for this model; valid voices: "
             f"{', '.join(v.name for v in voices)}",
             param="voice",
             code="unsupported_voice",
@@ -105,18 +104,35 @@ _CLAUSE_END = re.compile(r"[,;:—]\s+")
 #: Words after which a period does not end a sentence ("Dr. Smith").
 _ABBREVIATIONS = frozenset(
     ("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "e.g", "i.e",
-     "approx", "no", "fig", "dept", "est", "inc", "ltd", "co")
+     "approx", "fig", "dept", "est", "inc", "ltd", "co")
 )  # fmt: skip
-#: Longer than this without a sentence end, text is cut at a clause (a comma, ...) instead.
+#: Longer than this, a sentence is given out in parts cut at a clause (a comma, ...), else
+#: between words.
 MAX_SENTENCE_CHARS = 200
 
 
 def _ends_sentence(text: str, punctuation_at: int) -> bool:
+    """Whether the punctuation ends a sentence: a period does not after a title or an
+    initial ("Dr.", "J."), nor after the number of a numbered list ("1. Preheat ...")."""
     if text[punctuation_at] != ".":
         return True
-    before = text[:punctuation_at].split()
-    word = before[-1].lstrip("(\"'\u201c\u2018").lower() if before else ""
-    return not (word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()))
+    line = text[:punctuation_at].rsplit("\n", 1)[-1]
+    words = line.split()
+    if not words:
+        return True
+    word = words[-1].lstrip("(\"'\u201c\u2018").lower()
+    list_number = len(words) == 1 and word.isdigit()
+    return not (word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()) or list_number)
+
+
+def _long_cut(head: str) -> int:
+    """Where to cut a sentence too long to wait for: its last clause break, else its last
+    space, in ``head`` (its first ``MAX_SENTENCE_CHARS`` characters)."""
+    clauses = list(_CLAUSE_END.finditer(head))
+    if clauses:
+        return clauses[-1].end()
+    space = head.rfind(" ")
+    return space + 1 if space > 0 else len(head)
 
 
 class SentenceSplitter:
@@ -124,7 +140,7 @@ class SentenceSplitter:
     complete, so that speech can start before the whole text exists.
 
     A sentence is complete at its end punctuation followed by whitespace, or at a line break;
-    a sentence longer than ``MAX_SENTENCE_CHARS`` is given out at its last clause break.
+    one longer than ``MAX_SENTENCE_CHARS`` is given out in parts (``_long_cut``).
     """
 
     def __init__(self) -> None:
@@ -144,22 +160,26 @@ class SentenceSplitter:
 
     def flush(self) -> list[str]:
         """The rest, once no more text will come."""
-        rest, self._pending = self._pending.strip(), ""
-        return [rest] if rest else []
+        rest, self._pending = self._pending, ""
+        parts = []
+        while len(rest) > MAX_SENTENCE_CHARS:
+            cut = _long_cut(rest[:MAX_SENTENCE_CHARS])
+            parts.append(rest[:cut])
+            rest = rest[cut:]
+        return [p.strip() for p in (*parts, rest) if p.strip()]
 
     def _next_cut(self) -> int | None:
-        text = self._pending
+        text, limit = self._pending, MAX_SENTENCE_CHARS
         line = text.find("\n")
         for match in _SENTENCE_END.finditer(text):
-            if line != -1 and line < match.start():
+            if match.start() >= limit or (line != -1 and line < match.start()):
                 break
             if _ends_sentence(text, match.start()):
                 return match.end()
-        if line != -1:
+        if line != -1 and line < limit:
             return line + 1
-        if len(text) > MAX_SENTENCE_CHARS:
-            clauses = list(_CLAUSE_END.finditer(text, 0, MAX_SENTENCE_CHARS))
-            return clauses[-1].end() if clauses else MAX_SENTENCE_CHARS
+        if len(text) > limit:
+            return _long_cut(text[:limit])
         return None
 
 

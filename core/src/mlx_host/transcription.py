@@ -6,6 +6,7 @@ Free of MLX (like ``generation``), so routers, plugins and tests can use them wi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -88,3 +89,13 @@ class Transcriber(Protocol):
         """Decode ``audio`` (an open file of any supported format) and transcribe it: pieces
         of text as they are decoded, then the transcript. Leaving early cancels it."""
         ...
+
+
+async def final_transcript(pieces: AsyncIterator[TranscriptPiece]) -> Transcript:
+    """The transcript that ends ``pieces`` (a ``Transcriber.transcribe``), which are closed
+    once it has come."""
+    async with aclosing(pieces):  # type: ignore[type-var]
+        async for piece in pieces:
+            if piece.result is not None:
+                return piece.result
+    raise AssertionError("a transcription ended without its transcript")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
+import time
 import wave
 from typing import Any
 
@@ -102,6 +104,42 @@ def test_the_turn_speaks_before_the_answer_is_written(mlx_host_fake_server: Runn
     assert spoken == ["It is sunny.", "Expect twenty degrees Celsius this afternoon."]
     audio = b"".join(base64.b64decode(e["audio"]) for e in seen if e["type"] == "turn.audio.delta")
     assert len(audio) == len("".join(spoken)) * 240 * 2  # 10 ms a character, 16-bit
+
+
+def test_the_turns_models_stay_loaded_until_it_ends(mlx_host_fake_server: RunningServer) -> None:
+    """Between its requests (before the first sentence is written, the speech model has none)
+    a turn holds its models, so that loading one never evicts another."""
+    fake: FakeLog = mlx_host_fake_server.fake  # type: ignore[assignment]
+    models = mlx_host_fake_server.app.state.host.models
+    fake.reply("Question?", ANSWER)
+    with fake.hold(after=3), turn_stream(mlx_host_fake_server, tone_wav(0.5)) as response:
+        lines = response.iter_lines()
+        next(lines)  # the transcript: the model is now writing, held after three letters
+        speech = models.get_loaded("hibari-tts")
+        assert speech.holds == 1 and speech.busy and not speech.engine.busy
+        fake.release()
+        assert events_of(lines)[-1]["type"] == "turn.done"
+    assert all(m.holds == 0 for m in models.loaded())
+
+
+def test_a_client_leaving_mid_turn_frees_everything_and_saves_nothing(
+    mlx_host_fake_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake: FakeLog = mlx_host_fake_server.fake  # type: ignore[assignment]
+    models = mlx_host_fake_server.app.state.host.models
+    url = f"{mlx_host_fake_server.url}/v1/sessions"
+    session = httpx.post(url, headers=auth(mlx_host_fake_server), json={}).json()["id"]
+    fake.reply("Question?", ANSWER)
+    with fake.hold(after=3):
+        with turn_stream(mlx_host_fake_server, tone_wav(0.5), session_id=session) as response:
+            next(response.iter_lines())
+        deadline = time.monotonic() + 10
+        while any(m.busy for m in models.loaded()):
+            assert time.monotonic() < deadline, [(m.name, m.holds) for m in models.loaded()]
+            time.sleep(0.02)
+    stored = httpx.get(f"{url}/{session}/messages", headers=auth(mlx_host_fake_server)).json()
+    assert stored["data"] == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_a_turn_with_a_session_is_saved_like_a_chat_turn(

@@ -7,27 +7,24 @@ format; with ``stream=true``, OpenAI's transcription events as the text is decod
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import Response
 
 from mlx_host import audio
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
-from mlx_host.api.responses import until_done
+from mlx_host.api.responses import StreamedResponse, until_done
 from mlx_host.api.transcripts import ResponseFormat, events, whole
 from mlx_host.errors import InvalidRequestError
 from mlx_host.host import Host
 from mlx_host.transcription import (
     Task,
     Transcriber,
-    Transcript,
     TranscriptionOptions,
-    TranscriptPiece,
+    final_transcript,
 )
 
 router = APIRouter(tags=["audio"], responses=error_responses(400, 401, 403, 404, 413, 429, 503))
@@ -100,21 +97,9 @@ async def _transcribe(
     pieces = engine.transcribe(file.file, options)
     if options.stream:
         first = await until_done(anext(pieces), request)
-        return StreamingResponse(
-            events(first, pieces),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            background=BackgroundTask(pieces.aclose),  # type: ignore[attr-defined]
-        )
-    transcript = await until_done(_transcript(pieces), request)
+        return StreamedResponse(events(first, pieces), close=pieces.aclose)  # type: ignore[attr-defined]
+    transcript = await until_done(final_transcript(pieces), request)
     return whole(transcript, response_format, options.task, granularities)
-
-
-async def _transcript(pieces: AsyncIterator[TranscriptPiece]) -> Transcript:
-    async for piece in pieces:
-        if piece.result is not None:
-            return piece.result
-    raise AssertionError("a transcription ended without its transcript")
 
 
 @router.post("/audio/transcriptions", response_model=None)

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from mlx_host.errors import ClientDisconnectedError, MLXHostError
 from mlx_host.generation import Delta
@@ -22,6 +23,41 @@ DISCONNECT_POLL_SECONDS = 0.25
 ChoiceBuilder = Callable[[str, str | None], dict[str, Any]]
 #: Called once the answer is complete with its whole text; returns fields to add to the end.
 OnFinish = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class StreamedResponse(StreamingResponse):
+    """A streamed body whose work is stopped however the response ends: ``close`` (closing
+    the engine's generator, freeing its batch slot) runs after the body, also when the client
+    left mid-send or before the body started. (Starlette runs a background task only when the
+    body ended normally or by its disconnect listener, and never closes the body iterator.)
+
+    The body is server-sent events unless ``media_type`` says otherwise.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterator[Any],
+        *,
+        close: Callable[[], Awaitable[Any]],
+        media_type: str = "text/event-stream",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            content,
+            media_type=media_type,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+        )
+        self._body = content
+        self._close = close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the body, then close it and run ``close`` (shielded from cancellation)."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._body.aclose()  # type: ignore[attr-defined]
+                await self._close()
 
 
 def usage(last: Delta) -> dict[str, Any]:
@@ -59,7 +95,8 @@ async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, 
     return "".join(d.text for d in parts), parts[-1]
 
 
-def _event(payload: dict[str, Any]) -> str:
+def sse_event(payload: dict[str, Any]) -> str:
+    """One server-sent event carrying ``payload`` as JSON."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
@@ -79,12 +116,9 @@ async def stream_response(
     gives up the request if the client leaves while it waits.
     """
     first = await until_done(anext(deltas), request)
-    return StreamingResponse(
+    return StreamedResponse(
         _events(first, deltas, head, choice, include_usage, on_finish, opening),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        # Frees the batch slot even when the client left before the body was sent.
-        background=BackgroundTask(deltas.aclose),  # type: ignore[attr-defined]
+        close=deltas.aclose,  # type: ignore[attr-defined]
     )
 
 
@@ -98,7 +132,7 @@ async def _events(
     opening: dict[str, Any] | None,
 ) -> AsyncIterator[str]:
     if opening is not None:
-        yield _event({**head, "choices": [opening]})
+        yield sse_event({**head, "choices": [opening]})
     last, text = first, []
     async with aclosing(rest):  # type: ignore[type-var]
         try:
@@ -107,15 +141,15 @@ async def _events(
                 last = delta
                 text.append(delta.text)
                 if delta.text:
-                    yield _event({**head, "choices": [choice(delta.text, None)]})
+                    yield sse_event({**head, "choices": [choice(delta.text, None)]})
                 if delta.finish_reason:
                     extra = await on_finish("".join(text))
-                    yield _event({**head, "choices": [choice("", delta.finish_reason)], **extra})
+                    yield sse_event({**head, "choices": [choice("", delta.finish_reason)], **extra})
                     break
                 delta = await anext(rest, None)
         except MLXHostError as exc:
-            yield _event(exc.body())
+            yield sse_event(exc.body())
             return
     if include_usage:
-        yield _event({**head, "choices": [], "usage": usage(last)})
+        yield sse_event({**head, "choices": [], "usage": usage(last)})
     yield "data: [DONE]\n\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -19,12 +18,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 
 from mlx_host import audio_encoding
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
-from mlx_host.api.responses import until_done
+from mlx_host.api.responses import StreamedResponse, sse_event, until_done
 from mlx_host.api.transcripts import AUDIO_TOKENS_PER_SECOND
 from mlx_host.audio_encoding import Encoder, SpeechFormat
 from mlx_host.errors import InvalidRequestError, MLXHostError
@@ -110,21 +108,17 @@ async def create_speech(
             "input has nothing to speak (no words)", param="input", code="empty_input"
         )
     audio = encoded(_prepend(first, chunks), encoder)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    headers = {}
+    # OpenAI's SDKs and apps send instructions as a matter of course (gpt-4o-mini-tts takes
+    # them), so a model that cannot follow them still speaks, and the response says so.
     if body.instructions and not engine.follows_instructions:
         headers["X-Ignored-Fields"] = "instructions"
+    close = chunks.aclose  # type: ignore[attr-defined]
     if body.stream_format == "sse":
-        return StreamingResponse(
-            _events(audio, len(text), engine.sample_rate, encoder),
-            media_type="text/event-stream",
-            headers=headers,
-            background=BackgroundTask(chunks.aclose),  # type: ignore[attr-defined]
-        )
-    return StreamingResponse(
-        _logged(audio, name),
-        media_type=encoder.media_type,
-        headers=headers,
-        background=BackgroundTask(chunks.aclose),  # type: ignore[attr-defined]
+        events = _events(audio, len(text), engine.sample_rate, encoder)
+        return StreamedResponse(events, close=close, headers=headers)
+    return StreamedResponse(
+        _logged(audio, name), close=close, media_type=encoder.media_type, headers=headers
     )
 
 
@@ -143,10 +137,6 @@ async def _logged(audio: AsyncIterator[bytes], model: str) -> AsyncIterator[byte
         logger.warning("speech from %s stopped early: %s", model, exc.message)
 
 
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload)}\n\n"
-
-
 async def _events(
     audio: AsyncIterator[bytes], input_chars: int, sample_rate: int, encoder: Encoder
 ) -> AsyncIterator[str]:
@@ -156,15 +146,16 @@ async def _events(
     samples = 0
     try:
         async for data in audio:
-            yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            audio_b64 = base64.b64encode(data).decode()
+            yield sse_event({"type": "speech.audio.delta", "audio": audio_b64})
         samples = encoder.samples_encoded
     except MLXHostError as exc:
-        yield _event(exc.body())
+        yield sse_event(exc.body())
         return
     output = math.ceil(samples / sample_rate * AUDIO_TOKENS_PER_SECOND)
     usage = {"input_tokens": input_chars, "output_tokens": output,
              "total_tokens": input_chars + output}  # fmt: skip
-    yield _event({"type": "speech.audio.done", "usage": usage})
+    yield sse_event({"type": "speech.audio.done", "usage": usage})
 
 
 @router.get("/audio/voices")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from mlx_host.api.responses import sse_event
 from mlx_host.errors import MLXHostError
 from mlx_host.transcription import Segment, Task, Transcript, TranscriptPiece
 
@@ -90,10 +90,6 @@ def whole(
     return JSONResponse({"text": transcript.text, "usage": _duration_usage(transcript)})
 
 
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
 async def events(
     first: TranscriptPiece, rest: AsyncIterator[TranscriptPiece]
 ) -> AsyncIterator[str]:
@@ -103,7 +99,7 @@ async def events(
     try:
         while piece is not None:
             if piece.delta:
-                yield _event({"type": "transcript.text.delta", "delta": piece.delta})
+                yield sse_event({"type": "transcript.text.delta", "delta": piece.delta})
             if (transcript := piece.result) is not None:
                 audio_tokens = round(transcript.duration * AUDIO_TOKENS_PER_SECOND)
                 usage = {
@@ -113,9 +109,9 @@ async def events(
                     "total_tokens": audio_tokens + transcript.output_tokens,
                     "input_token_details": {"audio_tokens": audio_tokens, "text_tokens": 0},
                 }
-                yield _event({"type": "transcript.text.done", "text": transcript.text,
+                yield sse_event({"type": "transcript.text.done", "text": transcript.text,
                               "usage": usage})  # fmt: skip
                 return
             piece = await anext(rest, None)
     except MLXHostError as exc:
-        yield _event(exc.body())
+        yield sse_event(exc.body())

@@ -26,8 +26,9 @@ from mlx_host.models.spec import ModelSpec
 from mlx_host.settings import Settings
 from mlx_host.speech import Samples, SpeechOptions, Voice
 
-#: What the process grows by beside the files while hibari loads (ONNX Runtime, the G2P's
-#: tables): 185 MB measured on Linux x86_64 (docs/engine.md). Only an estimate before loading.
+#: What the process grows by beside the asset files while hibari loads (ONNX Runtime, the
+#: G2P's tables): the whole growth measured on Linux x86_64 was 185 MB (docs/engine.md), of
+#: which the files are about 16 MB. Only an estimate before loading; the load is measured.
 _RUNTIME_BYTES = 160 * 2**20
 
 

@@ -1,16 +1,18 @@
 """``tts`` models on MLX with mlx-audio (Kokoro and the other models it runs), served only from
 a local directory.
 
-mlx-audio fetches missing weights and voices from a model hub on first use; this engine never
-lets it. It checks the directory before importing anything (a 503 naming the missing files),
-offers only the voices whose files are in it (``voices/<name>.safetensors``), hands those files
-to mlx-audio by path, and sets ``HF_HUB_OFFLINE`` so that nothing it calls reaches for a hub.
+mlx-audio fetches missing weights and voices from a model hub on first use, and Kokoro's G2P
+(misaki) downloads spaCy's English model when it is not installed; this engine lets neither
+happen. It checks the directory and the G2P's packages before importing anything (a 503 naming
+what is missing), offers only the voices whose files are in the directory
+(``voices/<name>.safetensors``; for Kokoro, its English ones, whose G2P it checked), hands those
+files to mlx-audio by path, and switches huggingface_hub to offline mode before loading.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from mlx_host.engine.tts import SpeechEngine
-from mlx_host.errors import ModelLoadError
+from mlx_host.errors import ModelFilesMissingError, ModelLoadError
 from mlx_host.models.engine import PreparedModel
 from mlx_host.models.sources import stored_format
 from mlx_host.models.spec import ModelSpec
@@ -32,17 +34,32 @@ _KOKORO_LANGUAGES = {
 }  # fmt: skip
 
 
+#: Kokoro's English G2P: misaki, and the spaCy model it would otherwise download.
+_KOKORO_G2P = {"misaki": "misaki[en]", "en_core_web_sm": "en-core-web-sm (spaCy's model)"}
+
+
 def missing_files(path: Path) -> list[str]:
-    """What a local mlx-audio model directory lacks: its config, its weights, and (for
-    Kokoro) at least one voice."""
+    """What a local mlx-audio model needs and lacks: its config, its weights, and (for Kokoro)
+    an English voice and the packages of its English G2P."""
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
     if not any(path.glob("*.safetensors")):
         missing.append("*.safetensors (the weights)")
-    if _model_type(path) == "kokoro" and not any((path / "voices").glob("*.safetensors")):
-        missing.append("voices/*.safetensors (at least one voice)")
+    if _model_type(path) == "kokoro":
+        if not _english_voices(path):
+            missing.append("voices/a*.safetensors or voices/b*.safetensors (an English voice)")
+        missing += [
+            f"the package {package}"
+            for module, package in _KOKORO_G2P.items()
+            if importlib.util.find_spec(module) is None
+        ]
     return missing
+
+
+def _english_voices(path: Path) -> dict[str, Path]:
+    """Kokoro's American (a...) and British (b...) voices in the directory."""
+    return {f.stem: f for f in sorted((path / "voices").glob("[ab]*.safetensors"))}
 
 
 def _model_type(path: Path) -> str | None:
@@ -71,9 +88,9 @@ class MLXAudioEngine(SpeechEngine):
                 "is not one (model hubs are not used)"
             )
         if missing := missing_files(path):
-            raise ModelLoadError(
-                f"The model {spec.name!r} cannot load: {path} lacks {', '.join(missing)} "
-                "(model hubs are not used: copy the files there)"
+            raise ModelFilesMissingError(
+                f"The model {spec.name!r} cannot load: it needs {'; '.join(missing)} (model "
+                "hubs are not used: install or copy them on the server)"
             )
         return PreparedModel(path, stored_format(path))
 
@@ -84,7 +101,11 @@ class MLXAudioEngine(SpeechEngine):
         return stored_format(path) if path.is_dir() and not missing_files(path) else "unavailable"
 
     def _load(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # huggingface_hub reads HF_HUB_OFFLINE when it is imported (mlx-lm imported it long
+        # ago), so its constant is set: a file that slipped past the checks fails, not fetches.
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
         import mlx.core as mx
         from mlx.utils import tree_flatten
         from mlx_audio.tts.utils import load_model
@@ -99,7 +120,11 @@ class MLXAudioEngine(SpeechEngine):
         self.sample_rate = int(self._model.sample_rate)
         weights = cast(list[tuple[str, mx.array]], tree_flatten(self._model.parameters()))
         self.loaded_bytes = sum(v.nbytes for _, v in weights)
-        self._voice_files = {f.stem: f for f in sorted((path / "voices").glob("*.safetensors"))}
+        self._voice_files = (
+            _english_voices(path)
+            if self._kokoro
+            else {f.stem: f for f in sorted((path / "voices").glob("*.safetensors"))}
+        )
         if self._voice_files:
             self._voices = [
                 Voice(name=name, language=_KOKORO_LANGUAGES.get(name[0], "und"))

@@ -71,7 +71,7 @@ class SpeechEngine(WorkerEngine):
         except ModelLoadError:
             self._state = "failed"
             raise
-        except BaseException as exc:  # this model's 503, nobody else's
+        except Exception as exc:  # this model's 503, nobody else's
             logger.exception("loading %s failed", self.spec.name)
             self._state = "failed"
             raise ModelLoadError(

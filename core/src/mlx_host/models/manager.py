@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from mlx_host.errors import (
     ConflictError,
     InvalidRequestError,
     MLXHostError,
+    ModelFilesMissingError,
     ModelLoadError,
     NotFoundError,
     ServiceUnavailableError,
@@ -53,6 +56,19 @@ class LoadedModel:
     engine_name: str
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
+    holds: int = 0  # work that uses it in turns keeps it loaded between requests (held())
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep the model loaded while inside, between its requests too: for work that uses
+        several models in turn (a voice turn transcribes, then answers, then speaks), whose
+        models must not be evicted for one another. Enter it right after loading."""
+        self.holds += 1
+        try:
+            yield
+        finally:
+            self.holds -= 1
+            self.last_used = time.time()
 
     @property
     def spec(self) -> ModelSpec:
@@ -86,8 +102,8 @@ class LoadedModel:
 
     @property
     def busy(self) -> bool:
-        """Requests are in flight (such a model is never evicted)."""
-        return self.engine.busy
+        """Requests are in flight, or it is held (such a model is never evicted)."""
+        return self.engine.busy or self.holds > 0
 
     @property
     def state(self) -> str:
@@ -273,6 +289,9 @@ class ModelManager:
         engine_class = engine_type.engine_class()
         try:
             prepared = await asyncio.to_thread(engine_class.prepare, spec, self.settings)
+        except ModelFilesMissingError as exc:
+            logger.error("cannot prepare %s from %s: %s", spec.name, spec.source, exc.message)
+            raise
         except ModelLoadError as exc:  # its message may name server paths: for the log only
             logger.error("cannot prepare %s: %s", spec.name, exc.message)
             raise ModelLoadError(
