@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -39,6 +38,7 @@ from mlx_host.fake import (
 )
 from mlx_host.keys import generate_key
 from mlx_host.plugins import InstalledService, PluginManager
+from mlx_host.runtime.threads import MLXThread
 from mlx_host.services import ServiceSpec
 from mlx_host.settings import Settings
 
@@ -154,7 +154,8 @@ def run_server(
             timeout_graceful_shutdown=config.shutdown_timeout_seconds,
         )
     )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    # The event loop reads MLX's memory figures: its thread must outlive the process.
+    thread = MLXThread(lambda: server.run(sockets=[sock]), name="mlx-host-test-server")
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import queue
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +52,7 @@ from mlx_host.errors import (
 )
 from mlx_host.generation import Delta, SamplingParams
 from mlx_host.models.memory import KVClaim
+from mlx_host.runtime.threads import MLXThread
 from mlx_host.stops import StopMatcher
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class BatchScheduler:
         self._prompt_cache = LRUPromptCache(max_size=64, max_bytes=prompt_cache_bytes)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loaded: Future[TokenizerWrapper] = Future()
-        self._thread = threading.Thread(target=self._run, name=f"mlx-{name}", daemon=True)
+        self._thread = MLXThread(self._run, name=f"mlx-{name}")
         self._accepting = True
         self._steps = 0
         self._jobs: dict[int, _Job] = {}  # in the generator, by uid

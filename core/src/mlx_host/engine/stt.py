@@ -42,6 +42,7 @@ from mlx_host.errors import (
 )
 from mlx_host.models.engine import PreparedModel
 from mlx_host.models.sources import convert_into_cache, directory_digest, locate
+from mlx_host.runtime.threads import MLXThread
 from mlx_host.transcription import TranscriptionOptions, TranscriptPiece
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class WhisperEngine(WorkerEngine):
         self.languages: frozenset[str] = frozenset({"en"})
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loaded: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, name=f"mlx-{spec.name}", daemon=True)
+        self._thread = MLXThread(self._run, name=f"mlx-{spec.name}")
 
     async def start(self) -> None:
         """Load the model in the worker thread."""

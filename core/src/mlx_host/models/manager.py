@@ -35,6 +35,7 @@ from mlx_host.models.engine import Engine, EngineRegistry, PreparedModel
 from mlx_host.models.memory import MemoryBudget, process_memory
 from mlx_host.models.registry import ModelRegistry
 from mlx_host.models.spec import ModelSpec
+from mlx_host.runtime.threads import run_in_pooled_thread
 
 if TYPE_CHECKING:
     from mlx_host.settings import Settings
@@ -288,7 +289,8 @@ class ModelManager:
         engine_type = self.engines.for_spec(spec)
         engine_class = engine_type.engine_class()
         try:
-            prepared = await asyncio.to_thread(engine_class.prepare, spec, self.settings)
+            # Preparing may convert with MLX: on a pooled thread (mlx_host.runtime.threads).
+            prepared = await run_in_pooled_thread(engine_class.prepare, spec, self.settings)
         except ModelFilesMissingError as exc:
             logger.error("cannot prepare %s from %s: %s", spec.name, spec.source, exc.message)
             raise
