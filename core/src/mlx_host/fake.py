@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
-from mlx_host.generation import Delta, SamplingParams, TextRequest
+from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextRequest
 from mlx_host.hookspecs import hookimpl
 from mlx_host.models.engine import Engine, EngineType, PreparedModel
 from mlx_host.models.spec import ModelSpec
@@ -51,6 +51,7 @@ class FakeCall:
     messages: list[dict[str, Any]] | None  # the rendered chat, system prompt included
     prompt: str  # the prompt's text (for chat, the messages as JSON)
     params: SamplingParams
+    format: OutputFormat | None = None  # the form the answer was to be held to
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class FakeLLM(Engine):
                 messages = json.loads(prompt)
         self.log.requests.append(
             FakeCall(request.model, self.spec.name, request.service, request.capability,
-                     messages, prompt, request.params)
+                     messages, prompt, request.params, request.format)
         )  # fmt: skip
         users = [m["content"] for m in messages or () if m["role"] == "user"]
         reply = self.log._next_reply(users[-1] if users else prompt)

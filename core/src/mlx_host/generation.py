@@ -28,11 +28,28 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class OutputFormat:
+    """A form the answer must take, enforced while it is decoded (each token is chosen among
+    those that keep the text valid): ``json_object`` is any JSON object, ``json_schema`` a
+    JSON value valid against ``schema``."""
+
+    type: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None  # the schema's name, for messages
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema the answer follows."""
+        return self.schema if self.schema is not None else {"type": "object"}
+
+
+@dataclass(frozen=True)
 class TextRequest:
     """One generation: the prompt's tokens, how to sample, and who asks for what.
 
     ``model`` is the name the service chose (a stand-in may serve it); ``service`` and
-    ``capability`` say who asks and through which endpoint, for scheduling and accounting.
+    ``capability`` say who asks and through which endpoint, for scheduling and accounting;
+    ``format``, when set, is enforced while decoding (``InvalidRequestError`` naming what
+    cannot be, before any text).
     """
 
     prompt: list[int]
@@ -40,6 +57,7 @@ class TextRequest:
     service: str
     model: str
     capability: Literal["chat", "completion"]
+    format: OutputFormat | None = None  # None: free text
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ class ServicePolicy(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Default nucleus-sampling mass.")
     max_tokens: int = Field(512, gt=0, description="Default max_tokens when a request omits it.")
     max_tokens_cap: int = Field(2048, gt=0, description="Largest max_tokens a request may ask.")
+    response_format: Literal["text", "json_object"] = Field(
+        "text",
+        description="The answers' form when a request names none: free text, or a JSON "
+        "object (enforced while decoding).",
+    )
     history_trim: Literal["oldest", "error"] = Field(
         "oldest",
         description="When session history and the request exceed the model's context: drop "

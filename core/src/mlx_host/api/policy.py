@@ -1,4 +1,5 @@
-"""A service's policy applied to a generation request's sampling: defaults and caps.
+"""A service's policy applied to a generation request: sampling defaults and caps, and the
+form of the answer.
 
 (Which model a request gets is the registry's ``choose``.)
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from mlx_host.api.schemas import GenerationRequest
 from mlx_host.errors import InvalidRequestError
-from mlx_host.generation import SamplingParams
+from mlx_host.generation import OutputFormat, SamplingParams
 from mlx_host.services import ServiceSpec
 
 
@@ -30,3 +31,10 @@ def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -
         seed=body.seed,
         stop=body.stop_list(),
     )
+
+
+def output_format(body: GenerationRequest, service: ServiceSpec) -> OutputFormat | None:
+    """The form the answer is held to: the request's ``response_format``, else the service's."""
+    if body.response_format is not None:
+        return body.response_format.output_format()
+    return OutputFormat("json_object") if service.policy.response_format == "json_object" else None

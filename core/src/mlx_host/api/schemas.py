@@ -5,12 +5,12 @@ Unknown OpenAI parameters are accepted and ignored, so SDKs that send them keep 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlx_host.errors import InvalidRequestError
-from mlx_host.generation import SEED_MAX, SEED_MIN
+from mlx_host.generation import SEED_MAX, SEED_MIN, OutputFormat
 
 
 class ContentPart(BaseModel):
@@ -47,6 +47,42 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(BaseModel):
+    """``response_format.json_schema``: the schema every answer is held to."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(alias="schema", description="A JSON Schema.")
+    strict: bool | None = Field(
+        None, description="Accepted; the schema is enforced while decoding either way."
+    )
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: free text, any JSON object, or JSON valid against a
+    schema, enforced while the answer is decoded."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only then")
+        return self
+
+    def output_format(self) -> OutputFormat | None:
+        """What the engine enforces (None: free text)."""
+        if self.type == "text":
+            return None
+        if self.json_schema is None:
+            return OutputFormat("json_object")
+        spec = self.json_schema
+        return OutputFormat("json_schema", spec.json_schema, spec.name)
+
+
 class GenerationRequest(BaseModel):
     """What chat and text completion requests share: model choice and sampling."""
 
@@ -67,6 +103,9 @@ class GenerationRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = Field(1, description="Only one choice per request is supported.")
+    response_format: ResponseFormat | None = Field(
+        None, description="Default: the service's (text, or a JSON object)."
+    )
 
     def requested_max_tokens(self) -> int | None:
         """The caller's token limit, if any."""

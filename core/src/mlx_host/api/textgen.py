@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from fastapi import Request
 
-from mlx_host.api.policy import sampling_params
+from mlx_host.api.policy import output_format, sampling_params
 from mlx_host.api.responses import ChoiceBuilder, OnFinish, collect, stream_response, usage
 from mlx_host.api.schemas import GenerationRequest
 from mlx_host.errors import ModelLoadError
-from mlx_host.generation import Delta, SamplingParams, TextGenerator, TextRequest
+from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextGenerator, TextRequest
 from mlx_host.host import Host
 from mlx_host.models.manager import LoadedModel
 from mlx_host.services import CAPABILITY_KINDS, ServiceSpec
@@ -34,6 +34,7 @@ class TextCall:
     capability: TextCapability
     model_name: str
     params: SamplingParams
+    format: OutputFormat | None = None
 
     @classmethod
     def plan(
@@ -42,7 +43,7 @@ class TextCall:
         """Choose the model and sampling (404, 403 or 400 before anything loads)."""
         name = host.models.registry.choose(service, capability, body.model)
         params = sampling_params(body, service, host.settings.max_tokens_limit)
-        return cls(host, service, capability, name, params)
+        return cls(host, service, capability, name, params, output_format(body, service))
 
     async def load(self) -> tuple[LoadedModel, TextGenerator]:
         """The loaded model and its engine."""
@@ -54,8 +55,11 @@ class TextCall:
     def generate(self, engine: TextGenerator, prompt: list[int]) -> AsyncIterator[Delta]:
         """The engine's answer to ``prompt``, sampled as planned."""
         return engine.generate(
-            TextRequest(prompt, self.params, self.service.name, self.model_name, self.capability)
-        )
+            TextRequest(
+                prompt, self.params, self.service.name, self.model_name, self.capability,
+                self.format,
+            )
+        )  # fmt: skip
 
     async def answer(
         self,

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from jinja2 import TemplateError
 
 from mlx_host.engine import memory
 from mlx_host.engine.device import preferred_weight_format
+from mlx_host.engine.grammar import GrammarCompiler
 from mlx_host.engine.scheduler import BatchScheduler
 from mlx_host.errors import InvalidRequestError, ModelLoadError
 from mlx_host.generation import Delta, TextRequest
@@ -84,6 +86,7 @@ class LLMEngine(Engine):
             "max_position_embeddings"
         )
         self.tokenizer: Any = None
+        self._grammars: GrammarCompiler | None = None
 
     async def start(self) -> None:
         """Load the model in the scheduler's worker thread."""
@@ -159,6 +162,15 @@ class LLMEngine(Engine):
         """Tokens of plain text."""
         return list(self.tokenizer.encode(text))
 
-    def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
-        """The answer from the shared batch."""
-        return self.scheduler.generate(request.prompt, request.params)
+    async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
+        """The answer from the shared batch, held to the request's format (400 naming what
+        cannot be enforced, before any text)."""
+        constraint = None
+        if request.format is not None:
+            if self._grammars is None:
+                self._grammars = GrammarCompiler(self.tokenizer)
+            constraint = await asyncio.to_thread(self._grammars.constraint, request.format)
+        deltas = self.scheduler.generate(request.prompt, request.params, constraint)
+        async with aclosing(deltas):  # type: ignore[type-var]
+            async for delta in deltas:
+                yield delta

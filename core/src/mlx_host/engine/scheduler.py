@@ -42,6 +42,7 @@ from mlx_lm.models.cache import (
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_host.engine import memory
+from mlx_host.engine.grammar import Constraint
 from mlx_host.engine.sampling import make_request_sampler
 from mlx_host.errors import (
     GenerationError,
@@ -81,6 +82,7 @@ class _Job:
     prompt: list[int]
     params: SamplingParams
     emit: Callable[[Delta | BaseException], None]
+    constraint: Constraint | None = None
     uid: int | None = None
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -194,8 +196,11 @@ class BatchScheduler:
             return False
         return True
 
-    async def generate(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        """Yield the request's text as it is generated; leaving early cancels it at once."""
+    async def generate(
+        self, prompt: list[int], params: SamplingParams, constraint: Constraint | None = None
+    ) -> AsyncIterator[Delta]:
+        """Yield the request's text as it is generated (held to ``constraint``, if any);
+        leaving early cancels it at once."""
         if not self._accepting or self.state != "ready":
             raise self._gone_error()
         if self.active_requests >= self.capacity:
@@ -207,7 +212,7 @@ class BatchScheduler:
                 headers={"Retry-After": "1"},
             )
         deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
-        job = _Job(prompt, params, _emitter(asyncio.get_running_loop(), deltas))
+        job = _Job(prompt, params, _emitter(asyncio.get_running_loop(), deltas), constraint)
         self._inbox.put(job)
         self.active_requests += 1
         finished = False
@@ -403,6 +408,7 @@ class BatchScheduler:
                 all_tokens=[job.prompt[: job.cached_tokens]],
                 # None is greedy: mlx-lm batches it with the generator's own sampler.
                 samplers=[make_request_sampler(p.temperature, p.top_p, p.seed)],  # type: ignore[list-item]
+                logits_processors=[[job.constraint] if job.constraint else []],
             )
         except Exception:
             logger.exception("a request could not start on %s", self.name)
@@ -485,6 +491,12 @@ class BatchScheduler:
                 self._keep_for_reuse(list(tokens), cache)
         if stopped:
             finish_reason = "stop"
+        if job.constraint is not None and job.constraint.error is not None:
+            if finish_reason is None:
+                self._generator.remove([job.uid])
+            del self._jobs[job.uid]  # type: ignore[arg-type]
+            job.emit(GenerationError(job.constraint.error))
+            return True
         if finish_reason is not None:
             del self._jobs[job.uid]  # type: ignore[arg-type]
             job.emit(job.delta(text, finish_reason))
