@@ -39,6 +39,7 @@ class MLXThread:
         self._target = target
         self._started = False
         self._done = threading.Event()
+        self._runner: _Runner | None = None
 
     def start(self) -> None:
         """Run ``target`` on an idle pooled thread, or a new one."""
@@ -48,11 +49,17 @@ class MLXThread:
         if runner is None:
             runner = _Runner()
             runner.start()
+        self._runner = runner
         runner.jobs.put(self)
 
     def is_alive(self) -> bool:
         """Whether ``target`` has started and not yet returned."""
         return self._started and not self._done.is_set()
+
+    @property
+    def ident(self) -> int | None:
+        """The identifier of the thread running ``target`` (None when it is not running)."""
+        return self._runner.ident if self._runner is not None and self.is_alive() else None
 
     def join(self, timeout: float | None = None) -> None:
         """Wait up to ``timeout`` seconds for ``target`` to return."""
