@@ -8,20 +8,28 @@ from typing import Any
 
 from mlx_host.hookspecs import hookimpl
 from mlx_host.models.engine import EngineType
-from mlx_host.models.spec import EMBEDDED_LLM, EMBEDDED_STT, EMBEDDED_TTS, KOKORO_TTS, ModelSpec
+from mlx_host.models.spec import (
+    EMBEDDED_EMBEDDING,
+    EMBEDDED_LLM,
+    EMBEDDED_STT,
+    EMBEDDED_TTS,
+    KOKORO_TTS,
+    ModelSpec,
+)
 
 
 @hookimpl
 def mlx_host_register_models(register: Callable[[ModelSpec], None]) -> None:
     """The embedded defaults, which work on a fresh machine with no model hub, and Kokoro for
     machines that have its weights."""
-    for spec in (EMBEDDED_LLM, EMBEDDED_STT, EMBEDDED_TTS, KOKORO_TTS):
+    for spec in (EMBEDDED_LLM, EMBEDDED_STT, EMBEDDED_TTS, EMBEDDED_EMBEDDING, KOKORO_TTS):
         register(spec)
 
 
 @hookimpl
 def mlx_host_register_engines(register: Callable[[EngineType], None]) -> None:
-    """mlx-lm for ``llm`` models, MLX Whisper for ``stt``, hibari and mlx-audio for ``tts``."""
+    """mlx-lm for ``llm`` models, MLX Whisper for ``stt``, hibari and mlx-audio for ``tts``, a
+    BERT sentence encoder on MLX for ``embedding``."""
     register(
         EngineType(
             name="mlx-lm",
@@ -40,6 +48,17 @@ def mlx_host_register_engines(register: Callable[[EngineType], None]) -> None:
             requires=("mlx_whisper", "av"),
             install_hint="pip install 'mlx-host[stt]'",
             description="Speech to text with Whisper on MLX, in 30-second windows",
+        )
+    )
+    register(
+        EngineType(
+            name="mlx-bert",
+            kind="embedding",
+            engine="mlx_host.engine.embeddings:BertEmbeddingEngine",
+            requires=("tokenizers",),
+            install_hint="pip install tokenizers",
+            description="Sentence embeddings with BERT encoders (sentence-transformers "
+            "directories) on MLX, batched across requests",
         )
     )
     register(
@@ -68,7 +87,16 @@ def mlx_host_register_engines(register: Callable[[EngineType], None]) -> None:
 def mlx_host_register_routes(register: Callable[..., Any]) -> None:
     """The OpenAI-compatible endpoints, one router per area."""
     # Imported here: the routers depend on the host, which loads the plugins.
-    from mlx_host.api import audio, chat, completions, health, models, sessions, speech
+    from mlx_host.api import (
+        audio,
+        chat,
+        completions,
+        embeddings,
+        health,
+        models,
+        sessions,
+        speech,
+    )
 
-    for area in (chat, completions, audio, speech, models, sessions, health):
+    for area in (chat, completions, embeddings, audio, speech, models, sessions, health):
         register(area.router)

