@@ -6,15 +6,20 @@ import base64
 import io
 import json
 import wave
+from pathlib import Path
 
 import httpx
+import jsonschema
 import numpy as np
 import openai
+import pydantic
 import pytest
 
 from mlx_host.testing import RunningServer
 
 BUNDLED = {"vista", "fork", "whisp", "anydatanext", "lbrxvoice"}
+#: all-MiniLM-L6-v2's vectors as the reference implementation computes them.
+MINILM_REFERENCE = Path(__file__).parents[1] / "core" / "tests" / "data" / "minilm_reference.json"
 
 
 def test_every_bundled_service_is_installed(mlx_host_server: RunningServer) -> None:
@@ -118,3 +123,62 @@ def test_only_lbrxvoice_keys_may_take_a_voice_turn(mlx_host_server: RunningServe
         files={"file": ("question.wav", b"RIFF")},
     )
     assert response.status_code == 403 and "lbrxvoice" in response.json()["error"]["message"]
+
+
+class City(pydantic.BaseModel):
+    """A schema the SDK sends as a strict json_schema response format; every field bounded, so
+    that the answer fits max_tokens whatever the model prefers to write."""
+
+    name: str = pydantic.Field(max_length=30)
+    country: str = pydantic.Field(max_length=30)
+    population_millions: int = pydantic.Field(ge=0, le=100)
+
+
+def test_anydatanext_answers_json_that_validates(mlx_host_server: RunningServer) -> None:
+    client = mlx_host_server.openai("anydatanext")
+    ask = [{"role": "user", "content": "Describe Paris."}]
+    parsed = client.chat.completions.parse(
+        model="default", messages=ask, response_format=City, max_tokens=64
+    )
+    assert isinstance(parsed.choices[0].message.parsed, City)
+    # Without a format, the service's own: a JSON object.
+    plain = client.chat.completions.create(model="default", messages=ask, max_tokens=64)
+    if plain.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(plain.choices[0].message.content), dict)
+
+
+def test_anydatanext_extracts_against_a_schema(mlx_host_server: RunningServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 40},
+                       "age": {"type": "integer", "minimum": 0, "maximum": 130}},
+        "required": ["name", "age"], "additionalProperties": False,
+    }  # fmt: skip
+    response = httpx.post(
+        f"{mlx_host_server.url}/api/v1/anydatanext/extract",
+        json={"text": "Ann Smith turned 31 last week.", "schema": schema, "max_tokens": 48},
+        headers={"Authorization": f"Bearer {mlx_host_server.keys['anydatanext']}"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    jsonschema.validate(response.json()["data"], schema)
+
+
+def test_only_anydatanext_keys_may_extract(mlx_host_server: RunningServer) -> None:
+    response = httpx.post(
+        f"{mlx_host_server.url}/api/v1/anydatanext/extract",
+        json={"text": "Ann is 31.", "schema": {"type": "object"}},
+        headers={"Authorization": f"Bearer {mlx_host_server.keys['vista']}"},
+    )
+    assert response.status_code == 403, response.text
+
+
+def test_anydatanext_embeds_with_minilm(mlx_host_server: RunningServer) -> None:
+    reference = json.loads(MINILM_REFERENCE.read_text())[:4]
+    response = mlx_host_server.openai("anydatanext").embeddings.create(
+        model="default", input=[r["text"] for r in reference]
+    )
+    got = np.array([d.embedding for d in response.data])
+    want = np.array([r["vector"] for r in reference])
+    cosines = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert response.model == "all-minilm-l6-v2" and cosines.min() >= 0.999, cosines

@@ -8,7 +8,7 @@ from mlx_host import runtime  # noqa: F401, I001
 
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
-from mlx_host.api.responses import StreamedResponse, sse_event, until_done
+from mlx_host.api.responses import StreamedResponse, collect, sse_event, until_done, usage
 from mlx_host.api.schemas import ChatCompletionRequest, ChatMessage
 from mlx_host.errors import (
     AuthenticationError,
@@ -22,7 +22,9 @@ from mlx_host.errors import (
     RateLimitError,
     RequestTooLargeError,
     ServiceUnavailableError,
+    UnprocessableError,
 )
+from mlx_host.embeddings import Embedder, EmbeddingInput, Embeddings
 from mlx_host.generation import Delta, SamplingParams, TextGenerator, TextRequest
 from mlx_host.hookspecs import hookimpl
 from mlx_host.host import Host
@@ -60,6 +62,9 @@ __all__ = [
     "ChatTurn",
     "ConflictError",
     "Delta",
+    "Embedder",
+    "EmbeddingInput",
+    "Embeddings",
     "Engine",
     "EngineType",
     "GenerationError",
@@ -92,13 +97,16 @@ __all__ = [
     "Transcript",
     "TranscriptPiece",
     "TranscriptionOptions",
+    "UnprocessableError",
     "Voice",
     "Word",
     "check_speed",
     "choose_voice",
+    "collect",
     "final_transcript",
     "hookimpl",
     "speakable",
     "sse_event",
     "until_done",
+    "usage",
 ]

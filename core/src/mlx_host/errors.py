@@ -6,6 +6,8 @@ Raise these anywhere (core or plugin); the app turns them into OpenAI's error JS
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MLXHostError(Exception):
     """Base class: an error a caller may see, with the status and OpenAI type to send."""
@@ -28,14 +30,14 @@ class MLXHostError(Exception):
         self.param = param
         self.headers = headers or {}
 
-    def body(self) -> dict[str, dict[str, str | None]]:
+    def body(self) -> dict[str, dict[str, Any]]:
         """The OpenAI-shaped JSON body for this error."""
         return error_body(self.message, self.error_type, code=self.code, param=self.param)
 
 
 def error_body(
     message: str, error_type: str, *, code: str | None = None, param: str | None = None
-) -> dict[str, dict[str, str | None]]:
+) -> dict[str, dict[str, Any]]:
     """OpenAI's error JSON: the one shape every error of mlx-host leaves in."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
@@ -83,6 +85,26 @@ class RequestTooLargeError(MLXHostError):
     status_code = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+
+
+class UnprocessableError(MLXHostError):
+    """The request was valid, but what it asked for could not be produced: an extraction
+    whose answer does not satisfy its schema (422). ``details`` (JSON-ready) are sent in
+    the error object beside the message."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "unprocessable"
+
+    def __init__(self, message: str, *, details: list[Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.details = details or []
+
+    def body(self) -> dict[str, dict[str, Any]]:
+        """OpenAI's error body, with ``details``."""
+        body = super().body()
+        body["error"]["details"] = self.details
+        return body
 
 
 class RateLimitError(MLXHostError):

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from mlx_host.errors import MLXHostError, error_body
@@ -31,6 +31,9 @@ class ErrorDetail(BaseModel):
     type: str
     param: str | None
     code: str | None
+    details: list[Any] | None = Field(
+        None, description="Only on 422: what the output lacked (e.g. schema violations)."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -46,6 +49,7 @@ _MEANING = {
     404: "No such model, session or route",
     409: "The resource is busy",
     413: "Body or prompt too large",
+    422: "The request was valid, but its output could not satisfy it (see details)",
     429: "Too many requests or a full queue (see Retry-After)",
     500: "Internal error (nothing about it is disclosed)",
     503: "Model or store unavailable, or memory exhausted (see Retry-After)",
