@@ -22,6 +22,10 @@ from mlx_host.errors import MLXHostError, error_body
 logger = logging.getLogger(__name__)
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+#: Validation errors that are not a bad value: a field this server does not know, or an
+#: OpenAI field it does not implement.
+_CODES = {"extra_forbidden": "unknown_parameter", "unsupported": "unsupported_parameter"}
+_MESSAGES = {"extra_forbidden": "unknown parameter"}
 
 
 class ErrorDetail(BaseModel):
@@ -91,14 +95,31 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         )  # fmt: skip
 
     def location(error: dict) -> str:
-        return ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        return ".".join(str(p) for p in error.get("loc", ()) if not _is_wrapper(p))
 
+    # A value that matches no member of a union fails once per member; the deepest failure
+    # is the one that names what is wrong (a field inside a list, not "not a string").
+    errors = sorted(errors, key=lambda e: -len(location(e).split(".")))
     where = location(errors[0]) if errors else ""
-    message = "; ".join(f"{location(e) or 'body'}: {e['msg']}" for e in errors)
+    message = "; ".join(f"{location(e) or 'body'}: {_MESSAGES.get(e['type'], e['msg'])}"
+                        for e in errors)  # fmt: skip
+    code = _CODES.get(errors[0].get("type", "") if errors else "", "invalid_value")
     return error_response(
         400, message or "Invalid request", "invalid_request_error",
-        code="invalid_value", param=where or None,
+        code=code, param=where or None,
     )  # fmt: skip
+
+
+def _is_wrapper(part: object) -> bool:
+    """Whether a part of a validation error's location names where the value came from
+    (body, query) or which member of a union was tried (``str``, ``list[ContentPart]``),
+    rather than a field or an index."""
+    if part in ("body", "query", "path"):
+        return True
+    return isinstance(part, str) and ("[" in part or part in _UNION_MEMBERS)
+
+
+_UNION_MEMBERS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

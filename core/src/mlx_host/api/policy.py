@@ -30,7 +30,23 @@ def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -
         top_p=policy.top_p if body.top_p is None else body.top_p,
         seed=body.seed,
         stop=body.stop_list(),
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=_logit_bias(body.logit_bias or {}),
     )
+
+
+def _logit_bias(bias: dict[str, float]) -> tuple[tuple[int, float], ...]:
+    """OpenAI's token-id strings as ids (whether they are in the model's vocabulary is the
+    engine's to say)."""
+    pairs = []
+    for key, value in bias.items():
+        if not key.isdigit():
+            raise InvalidRequestError(
+                f"logit_bias keys are token ids, not {key[:40]!r}", param="logit_bias"
+            )
+        pairs.append((int(key), value))
+    return tuple(pairs)
 
 
 def output_format(body: GenerationRequest, service: ServiceSpec) -> OutputFormat | None:

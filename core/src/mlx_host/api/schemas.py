@@ -1,20 +1,40 @@
 """Request bodies of the OpenAI-compatible endpoints.
 
-Unknown OpenAI parameters are accepted and ignored, so SDKs that send them keep working.
+No field is silently ignored. Every OpenAI parameter is declared: implemented, accepted because
+it cannot change an answer here (an end-user id, a cache-routing hint), or refused with a 400
+naming it when a caller sets it (``Unsupported``); an unknown field is a 400 too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import SEED_MAX, SEED_MIN, OutputFormat
 
 
+def _refuse_unless_neutral(*neutral: Any) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if value is None or any(value == n and type(value) is type(n) for n in neutral):
+            return value
+        raise PydanticCustomError("unsupported", "not supported by this server")
+
+    return AfterValidator(check)
+
+
+#: An OpenAI parameter this server does not implement: a 400 naming it when set.
+Unsupported = Annotated[Any, _refuse_unless_neutral()]
+#: Identifiers that OpenAI records and that cannot change an answer.
+Identifier = Annotated[str | None, Field(max_length=256)]
+
+
 class ContentPart(BaseModel):
     """One part of a multi-part message; only text parts are supported."""
+
+    model_config = ConfigDict(extra="forbid")
 
     type: str
     text: str | None = None
@@ -23,9 +43,16 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     """A message of the conversation."""
 
+    model_config = ConfigDict(extra="forbid")
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: Unsupported = None
+    tool_call_id: Unsupported = None
+    function_call: Unsupported = None
+    refusal: Unsupported = None
+    audio: Unsupported = None
 
     def text(self) -> str:
         """The message's text; 400 for non-text parts such as images."""
@@ -44,7 +71,10 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     """OpenAI's ``stream_options``."""
 
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: bool = False
+    include_obfuscation: Annotated[bool | None, _refuse_unless_neutral(False)] = None
 
 
 class JSONSchemaFormat(BaseModel):
@@ -86,7 +116,7 @@ class ResponseFormat(BaseModel):
 class GenerationRequest(BaseModel):
     """What chat and text completion requests share: model choice and sampling."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description='Omitted or "default": the service default.')
     max_tokens: int | None = Field(None, ge=1, strict=True)
@@ -106,6 +136,20 @@ class GenerationRequest(BaseModel):
     response_format: ResponseFormat | None = Field(
         None, description="Default: the service's (text, or a JSON object)."
     )
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, allow_inf_nan=False, description="Lowers (or raises) the logits of "
+        "tokens already in the answer, once each."
+    )  # fmt: skip
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, allow_inf_nan=False, description="Lowers (or raises) the logits of "
+        "tokens already in the answer, by how often they occur."
+    )  # fmt: skip
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]] | None = (
+        Field(None, max_length=300, description="Token id (as a string) to a bias added to its "
+              "logit, -100 to 100.")
+    )  # fmt: skip
+    user: Identifier = Field(None, description="An end-user id: accepted, it changes nothing.")
+    logprobs: Annotated[Any, _refuse_unless_neutral(False, 0)] = None
 
     def requested_max_tokens(self) -> int | None:
         """The caller's token limit, if any."""
@@ -135,6 +179,34 @@ class ChatCompletionRequest(GenerationRequest):
     session_id: str | None = Field(
         None, description="Continue this server-side session (SDKs: extra_body)."
     )
+    safety_identifier: Identifier = Field(None, description="Accepted: it changes nothing.")
+    prompt_cache_key: Identifier = Field(
+        None, description="Accepted: prompts are cached by their content, whoever sends them."
+    )
+    service_tier: Literal["auto", "default"] | None = Field(
+        None, description="One tier here: auto and default are accepted."
+    )
+    store: Annotated[bool | None, _refuse_unless_neutral(False)] = Field(
+        None, description="Stored completions are not supported: false only."
+    )
+    modalities: Annotated[list[str] | None, _refuse_unless_neutral(["text"])] = Field(
+        None, description='Text only: ["text"].'
+    )
+    top_logprobs: Annotated[Any, _refuse_unless_neutral(0)] = None
+    tools: Annotated[Any, _refuse_unless_neutral([])] = None
+    tool_choice: Annotated[Any, _refuse_unless_neutral("none")] = None
+    parallel_tool_calls: Unsupported = None
+    functions: Unsupported = None
+    function_call: Unsupported = None
+    reasoning_effort: Unsupported = None
+    verbosity: Unsupported = None
+    audio: Unsupported = None
+    prediction: Unsupported = None
+    web_search_options: Unsupported = None
+    metadata: Unsupported = None
+    moderation: Unsupported = None
+    prompt_cache_retention: Unsupported = None
+    prompt_cache_options: Unsupported = None
 
     def requested_max_tokens(self) -> int | None:
         """``max_completion_tokens`` (the newer name) wins over ``max_tokens``."""
@@ -149,6 +221,11 @@ class CompletionRequest(GenerationRequest):
     """Body of ``POST /completions`` (legacy text completion: no chat template)."""
 
     prompt: str | list[str] = Field(description="The text to continue (one prompt only).")
+    best_of: Annotated[int | None, _refuse_unless_neutral(1)] = Field(
+        None, description="One candidate per request: 1 only."
+    )
+    echo: Annotated[bool | None, _refuse_unless_neutral(False)] = None
+    suffix: Unsupported = None
 
     def prompt_text(self) -> str:
         """The single prompt; 400 for several, or for an empty one."""

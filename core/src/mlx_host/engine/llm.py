@@ -165,6 +165,12 @@ class LLMEngine(Engine):
     async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
         """The answer from the shared batch, held to the request's format (400 naming what
         cannot be enforced, before any text)."""
+        vocabulary = len(self.tokenizer._tokenizer)
+        if any(not 0 <= token < vocabulary for token, _ in request.params.logit_bias):
+            raise InvalidRequestError(
+                f"logit_bias has a token id outside the model's vocabulary (0 to {vocabulary - 1})",
+                param="logit_bias",
+            )
         constraint = None
         if request.format is not None:
             if self._grammars is None:

@@ -43,7 +43,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_host.engine import memory
 from mlx_host.engine.grammar import Constraint
-from mlx_host.engine.sampling import make_request_sampler
+from mlx_host.engine.sampling import make_logits_processors, make_request_sampler
 from mlx_host.errors import (
     GenerationError,
     MLXHostError,
@@ -408,7 +408,13 @@ class BatchScheduler:
                 all_tokens=[job.prompt[: job.cached_tokens]],
                 # None is greedy: mlx-lm batches it with the generator's own sampler.
                 samplers=[make_request_sampler(p.temperature, p.top_p, p.seed)],  # type: ignore[list-item]
-                logits_processors=[[job.constraint] if job.constraint else []],
+                # The grammar's mask comes last: nothing may lift a token it forbids.
+                logits_processors=[
+                    make_logits_processors(
+                        p.presence_penalty, p.frequency_penalty, dict(p.logit_bias)
+                    )
+                    + ([job.constraint] if job.constraint else [])
+                ],
             )
         except Exception:
             logger.exception("a request could not start on %s", self.name)
