@@ -42,8 +42,8 @@ CHAT_FIELDS: dict[str, tuple[str, Any]] = {
     "metadata": ("refused", {"k": "v"}),
     "modalities": ("refused", ["text", "audio"]),
     "audio": ("refused", {"voice": "alloy", "format": "wav"}),
-    "logprobs": ("refused", True),
-    "top_logprobs": ("refused", 3),
+    "logprobs": ("implemented", True),
+    "top_logprobs": ("implemented", 0),
     "tools": ("refused", [{"type": "function", "function": {"name": "f"}}]),
     "tool_choice": ("refused", "auto"),
     "parallel_tool_calls": ("refused", False),
@@ -73,7 +73,7 @@ COMPLETION_FIELDS: dict[str, tuple[str, Any]] = {
     "user": ("accepted", "user-1"),
     "best_of": ("refused", 2),
     "echo": ("refused", True),
-    "logprobs": ("refused", 2),
+    "logprobs": ("implemented", 2),
     "suffix": ("refused", " the end."),
 }
 

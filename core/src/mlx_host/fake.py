@@ -29,7 +29,7 @@ import numpy as np
 
 from mlx_host.embeddings import EmbeddingInput, Embeddings
 from mlx_host.errors import InvalidRequestError
-from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextRequest
+from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextRequest, TokenLogprob
 from mlx_host.hookspecs import hookimpl
 from mlx_host.models.engine import Engine, EngineType, PreparedModel
 from mlx_host.models.spec import ModelSpec
@@ -217,8 +217,12 @@ class FakeLLM(Engine):
         reply = self.log._next_reply(users[-1] if users else prompt)
         params, stops = request.params, StopMatcher(list(request.params.stop))
 
+        pending: list[TokenLogprob] = []  # one per character, certain: log probability 0
+
         def delta(text: str, produced: int, finish: str | None = None) -> Delta:
-            return Delta(text, finish, len(request.prompt), produced)
+            logprobs = tuple(pending)
+            pending.clear()
+            return Delta(text, finish, len(request.prompt), produced, logprobs=logprobs)
 
         self._active += 1
         try:
@@ -229,6 +233,10 @@ class FakeLLM(Engine):
                     break
                 await self.log._wait_if_held(produced)
                 produced += 1
+                if params.logprobs is not None:
+                    pending.append(
+                        TokenLogprob(char, 0.0, ((char, 0.0),) * min(params.logprobs, 1))
+                    )
                 text, stopped = stops.feed(char)
                 if stopped:
                     yield delta(text, produced, "stop")

@@ -28,6 +28,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs
+    #: Report each token's log probability and this many most likely alternatives (None:
+    #: none; reading them costs only the requests that ask).
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,30 @@ class TextRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token as the model chose it: its text, its log probability, and the most
+    likely tokens at that step with theirs (most likely first)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Delta:
-    """A piece of generated text; the last one of a request has a ``finish_reason``."""
+    """A piece of generated text; the last one of a request has a ``finish_reason``.
+
+    ``logprobs`` (when the request asked for them) are those of the tokens generated since the
+    previous delta: text held back (a possible stop string) arrives later than its tokens'
+    entries, and the end-of-sequence token has none.
+    """
 
     text: str
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @runtime_checkable

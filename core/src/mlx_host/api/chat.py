@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
+from mlx_host.api.logprobs import chat_logprobs
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.api.textgen import response_head
-from mlx_host.generation import Delta
+from mlx_host.generation import Delta, TokenLogprob
 
 router = APIRouter(tags=["chat"], responses=error_responses(400, 401, 403, 404, 413, 429, 503))
 
@@ -37,8 +38,15 @@ async def create_chat_completion(
     )  # fmt: skip
 
 
-def _chunk_choice(text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish_reason}
+def _chunk_choice(
+    text: str, finish_reason: str | None, logprobs: tuple[TokenLogprob, ...]
+) -> dict[str, Any]:
+    return {
+        "index": 0,
+        "delta": {"content": text} if text else {},
+        "logprobs": chat_logprobs(logprobs) if logprobs else None,
+        "finish_reason": finish_reason,
+    }
 
 
 def _whole_choice(text: str, last: Delta) -> dict[str, Any]:
@@ -46,5 +54,5 @@ def _whole_choice(text: str, last: Delta) -> dict[str, Any]:
         "index": 0,
         "message": {"role": "assistant", "content": text},
         "finish_reason": last.finish_reason,
-        "logprobs": None,
+        "logprobs": chat_logprobs(last.logprobs) if last.logprobs else None,
     }

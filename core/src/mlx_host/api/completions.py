@@ -8,22 +8,36 @@ from fastapi import APIRouter, Request
 
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
+from mlx_host.api.logprobs import CompletionLogprobs
 from mlx_host.api.prompt import check_fits
 from mlx_host.api.schemas import CompletionRequest
 from mlx_host.api.textgen import TextCall, response_head
-from mlx_host.generation import Delta
+from mlx_host.generation import Delta, TokenLogprob
 
 router = APIRouter(
     tags=["completions"], responses=error_responses(400, 401, 403, 404, 413, 429, 503)
 )
 
 
-def _choice(text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+class _Choices:
+    """The choices of one answer's chunks, or of the whole answer (its logprobs' text
+    offsets run on from chunk to chunk)."""
 
+    def __init__(self, logprobs: bool) -> None:
+        self._logprobs = CompletionLogprobs() if logprobs else None
 
-def _whole_choice(text: str, last: Delta) -> dict[str, Any]:
-    return _choice(text, last.finish_reason)
+    def chunk(
+        self, text: str, finish_reason: str | None, logprobs: tuple[TokenLogprob, ...]
+    ) -> dict[str, Any]:
+        return {
+            "index": 0,
+            "text": text,
+            "logprobs": self._logprobs(logprobs) if self._logprobs else None,
+            "finish_reason": finish_reason,
+        }
+
+    def whole(self, text: str, last: Delta) -> dict[str, Any]:
+        return self.chunk(text, last.finish_reason, last.logprobs)
 
 
 async def _nothing(_: str) -> dict[str, Any]:
@@ -43,8 +57,9 @@ async def create_completion(
     model, engine = await call.load()
     prompt = engine.encode(text)
     check_fits(prompt, engine.context_length, "prompt")
+    choices = _Choices(logprobs=call.params.logprobs is not None)
     return await call.answer(
         engine, prompt, response_head("cmpl", model), body, request,
         objects=("text_completion", "text_completion"),
-        chunk=_choice, whole=_whole_choice, on_finish=_nothing,
+        chunk=choices.chunk, whole=choices.whole, on_finish=_nothing,
     )  # fmt: skip

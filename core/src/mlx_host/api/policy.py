@@ -33,6 +33,7 @@ def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=_logit_bias(body.logit_bias or {}),
+        logprobs=body.logprobs_wanted(),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -15,12 +16,13 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mlx_host.errors import ClientDisconnectedError, MLXHostError
-from mlx_host.generation import Delta
+from mlx_host.generation import Delta, TokenLogprob
 
 T = TypeVar("T")
 DISCONNECT_POLL_SECONDS = 0.25
-#: Builds one choice of a chunk from a piece of text and, on the last chunk, the finish reason.
-ChoiceBuilder = Callable[[str, str | None], dict[str, Any]]
+#: Builds one choice of a chunk from a piece of text, the log probabilities of its tokens (when
+#: asked for) and, on the last chunk, the finish reason.
+ChoiceBuilder = Callable[[str, str | None, tuple[TokenLogprob, ...]], dict[str, Any]]
 #: Called once the answer is complete with its whole text; returns fields to add to the end.
 OnFinish = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -85,14 +87,18 @@ async def until_done(work: Awaitable[T], request: Request) -> T:
 
 
 async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
-    """The whole answer and its last delta (which carries the finish reason and counts)."""
+    """The whole answer and its last delta, which carries the finish reason, the counts and
+    (when asked for) the log probabilities of every token of the answer."""
 
     async def gather() -> list[Delta]:
         async with aclosing(deltas):  # type: ignore[type-var]
             return [d async for d in deltas]
 
     parts = await until_done(gather(), request)
-    return "".join(d.text for d in parts), parts[-1]
+    last = parts[-1]
+    if len(parts) > 1 and any(d.logprobs for d in parts):
+        last = dataclasses.replace(last, logprobs=tuple(e for d in parts for e in d.logprobs))
+    return "".join(d.text for d in parts), last
 
 
 def sse_event(payload: dict[str, Any]) -> str:
@@ -140,11 +146,13 @@ async def _events(
             while delta is not None:
                 last = delta
                 text.append(delta.text)
-                if delta.text:
-                    yield sse_event({**head, "choices": [choice(delta.text, None)]})
+                if delta.text or delta.logprobs:
+                    piece = choice(delta.text, None, delta.logprobs)
+                    yield sse_event({**head, "choices": [piece]})
                 if delta.finish_reason:
                     extra = await on_finish("".join(text))
-                    yield sse_event({**head, "choices": [choice("", delta.finish_reason)], **extra})
+                    end = choice("", delta.finish_reason, ())
+                    yield sse_event({**head, "choices": [end], **extra})
                     break
                 delta = await anext(rest, None)
         except MLXHostError as exc:

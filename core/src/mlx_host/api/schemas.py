@@ -149,7 +149,11 @@ class GenerationRequest(BaseModel):
               "logit, -100 to 100.")
     )  # fmt: skip
     user: Identifier = Field(None, description="An end-user id: accepted, it changes nothing.")
-    logprobs: Annotated[Any, _refuse_unless_neutral(False, 0)] = None
+
+    def logprobs_wanted(self) -> int | None:
+        """How many alternatives to report beside each token's log probability (None: no
+        log probabilities)."""
+        return None
 
     def requested_max_tokens(self) -> int | None:
         """The caller's token limit, if any."""
@@ -192,7 +196,13 @@ class ChatCompletionRequest(GenerationRequest):
     modalities: Annotated[list[str] | None, _refuse_unless_neutral(["text"])] = Field(
         None, description='Text only: ["text"].'
     )
-    top_logprobs: Annotated[Any, _refuse_unless_neutral(0)] = None
+    logprobs: bool | None = Field(
+        None, description="Return each answer token's log probability (streamed too)."
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, strict=True,
+        description="With logprobs: this many most likely tokens at each position.",
+    )  # fmt: skip
     tools: Annotated[Any, _refuse_unless_neutral([])] = None
     tool_choice: Annotated[Any, _refuse_unless_neutral("none")] = None
     parallel_tool_calls: Unsupported = None
@@ -207,6 +217,16 @@ class ChatCompletionRequest(GenerationRequest):
     moderation: Unsupported = None
     prompt_cache_retention: Unsupported = None
     prompt_cache_options: Unsupported = None
+
+    def logprobs_wanted(self) -> int | None:
+        """``top_logprobs`` when ``logprobs`` is true; 400 for alternatives without it."""
+        if not self.logprobs:
+            if self.top_logprobs:
+                raise InvalidRequestError(
+                    "top_logprobs needs logprobs set to true", param="top_logprobs"
+                )
+            return None
+        return self.top_logprobs or 0
 
     def requested_max_tokens(self) -> int | None:
         """``max_completion_tokens`` (the newer name) wins over ``max_tokens``."""
@@ -226,6 +246,14 @@ class CompletionRequest(GenerationRequest):
     )
     echo: Annotated[bool | None, _refuse_unless_neutral(False)] = None
     suffix: Unsupported = None
+    logprobs: int | None = Field(
+        None, ge=0, le=5, strict=True,
+        description="Return each token's log probability and this many most likely tokens.",
+    )  # fmt: skip
+
+    def logprobs_wanted(self) -> int | None:
+        """``logprobs``: the alternatives to report (None: no log probabilities)."""
+        return self.logprobs
 
     def prompt_text(self) -> str:
         """The single prompt; 400 for several, or for an empty one."""

@@ -176,7 +176,9 @@ class LLMEngine(Engine):
             if self._grammars is None:
                 self._grammars = GrammarCompiler(self.tokenizer)
             constraint = await asyncio.to_thread(self._grammars.constraint, request.format)
-        deltas = self.scheduler.generate(request.prompt, request.params, constraint)
+        deltas = self.scheduler.generate(
+            request.prompt, request.params, constraint, request.capability == "completion"
+        )
         async with aclosing(deltas):  # type: ignore[type-var]
             async for delta in deltas:
                 yield delta

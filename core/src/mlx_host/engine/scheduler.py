@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import queue
@@ -51,7 +52,7 @@ from mlx_host.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from mlx_host.generation import Delta, SamplingParams
+from mlx_host.generation import Delta, SamplingParams, TokenLogprob
 from mlx_host.models.memory import KVClaim
 from mlx_host.runtime.threads import MLXThread
 from mlx_host.stops import StopMatcher
@@ -83,12 +84,14 @@ class _Job:
     params: SamplingParams
     emit: Callable[[Delta | BaseException], None]
     constraint: Constraint | None = None
+    trim_space: bool = True  # drop the answer's leading space (chat), or keep it (completions)
     uid: int | None = None
     completion_tokens: int = 0
     cached_tokens: int = 0
     detokenizer: Any = None
     arrived: float = field(default_factory=time.monotonic)
     stops: StopMatcher = field(init=False)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(list(self.params.stop))
@@ -99,9 +102,20 @@ class _Job:
         return len(self.prompt) + self.params.max_tokens
 
     def delta(self, text: str, finish_reason: str | None = None) -> Delta:
+        logprobs, self.logprobs = tuple(self.logprobs), []
         return Delta(
-            text, finish_reason, len(self.prompt), self.completion_tokens, self.cached_tokens
-        )
+            text, finish_reason, len(self.prompt), self.completion_tokens, self.cached_tokens,
+            logprobs,
+        )  # fmt: skip
+
+
+def _keep_leading_space(detokenizer: Any) -> None:
+    """Make one of mlx-lm's streaming detokenizers keep the first token's leading space (they
+    drop it, as a chat answer wants; a plain-text continuation needs it)."""
+    if hasattr(detokenizer, "trim_space"):  # SentencePiece
+        detokenizer.trim_space = False
+    if hasattr(detokenizer, "_maybe_trim_space"):  # byte-level BPE
+        detokenizer._maybe_trim_space = lambda text: text
 
 
 def _emitter(
@@ -197,10 +211,15 @@ class BatchScheduler:
         return True
 
     async def generate(
-        self, prompt: list[int], params: SamplingParams, constraint: Constraint | None = None
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        constraint: Constraint | None = None,
+        continuation: bool = False,
     ) -> AsyncIterator[Delta]:
         """Yield the request's text as it is generated (held to ``constraint``, if any);
-        leaving early cancels it at once."""
+        leaving early cancels it at once. A ``continuation`` of plain text keeps a leading
+        space (a chat answer loses it, as mlx-lm's detokenizers do)."""
         if not self._accepting or self.state != "ready":
             raise self._gone_error()
         if self.active_requests >= self.capacity:
@@ -212,7 +231,8 @@ class BatchScheduler:
                 headers={"Retry-After": "1"},
             )
         deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
-        job = _Job(prompt, params, _emitter(asyncio.get_running_loop(), deltas), constraint)
+        emit = _emitter(asyncio.get_running_loop(), deltas)
+        job = _Job(prompt, params, emit, constraint, trim_space=not continuation)
         self._inbox.put(job)
         self.active_requests += 1
         finished = False
@@ -422,6 +442,8 @@ class BatchScheduler:
             self._claim.resize(self._kv_bound(list(self._jobs.values())))
             return
         job.detokenizer = self._tokenizer.detokenizer
+        if not job.trim_space:
+            _keep_leading_space(job.detokenizer)
         self._jobs[job.uid] = job
 
     def _cancel(self, job: _Job) -> None:
@@ -482,6 +504,11 @@ class BatchScheduler:
         detok = job.detokenizer
         if finish_reason != "stop":  # the end-of-sequence token itself is not text
             detok.add_token(r.token)
+            if job.params.logprobs is not None:
+                entry = self._token_logprob(r, job.params.logprobs)
+                if job.trim_space and job.completion_tokens == 1 and entry.token[:1] == " ":
+                    entry = dataclasses.replace(entry, token=entry.token[1:])  # as in the text
+                job.logprobs.append(entry)
         if finish_reason is not None:
             detok.finalize()
         text, stopped = job.stops.feed(detok.last_segment)
@@ -510,6 +537,23 @@ class BatchScheduler:
         if text:
             job.emit(job.delta(text))
         return False
+
+    def _token_logprob(self, r: Any, alternatives: int) -> TokenLogprob:
+        """The chosen token's log probability and the ``alternatives`` most likely tokens',
+        from the step's distribution (after any bias, penalty or grammar applied to the row)."""
+        row = r.logprobs.reshape(-1)
+        top: tuple[tuple[str, float], ...] = ()
+        if alternatives:
+            ids = mx.argpartition(-row, alternatives - 1)[:alternatives]
+            values = row[ids]
+            order = mx.argsort(-values)
+            chosen = cast(list[int], ids[order].tolist())
+            logprobs = cast(list[float], values[order].tolist())
+            pairs = zip(chosen, logprobs, strict=True)
+            top = tuple((self._tokenizer.decode([i]), v) for i, v in pairs)
+        return TokenLogprob(
+            self._tokenizer.decode([r.token]), cast(float, row[r.token].item()), top
+        )
 
     def _shut_down(self) -> None:
         """Answer every request this worker still has, and free the model's memory."""
