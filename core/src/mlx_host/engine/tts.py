@@ -10,7 +10,6 @@ import contextlib
 import logging
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mlx_host.engine.worker import WorkerEngine
@@ -21,6 +20,7 @@ from mlx_host.errors import (
     ServiceUnavailableError,
 )
 from mlx_host.models.engine import PreparedModel
+from mlx_host.runtime.threads import MLXExecutor
 from mlx_host.speech import Samples, SpeechOptions, Voice
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ class SpeechEngine(WorkerEngine):
         self.sample_rate = 24_000
         self.loaded_bytes = 0
         self._voices: list[Voice] = []
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"tts-{spec.name}")
+        # A pooled thread: mlx-audio's models use MLX (mlx_host.runtime.threads).
+        self._worker = MLXExecutor(f"tts-{spec.name}")
 
     @abstractmethod
     def _load(self) -> None:
