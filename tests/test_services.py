@@ -138,13 +138,16 @@ def test_anydatanext_answers_json_that_validates(mlx_host_server: RunningServer)
     client = mlx_host_server.openai("anydatanext")
     ask = [{"role": "user", "content": "Describe Paris."}]
     parsed = client.chat.completions.parse(
-        model="default", messages=ask, response_format=City, max_tokens=64
+        model="default", messages=ask, response_format=City, max_tokens=128
     )
     assert isinstance(parsed.choices[0].message.parsed, City)
     # Without a format, the service's own: a JSON object.
     plain = client.chat.completions.create(model="default", messages=ask, max_tokens=64)
-    if plain.choices[0].finish_reason == "stop":
-        assert isinstance(json.loads(plain.choices[0].message.content), dict)
+    content = plain.choices[0].message.content
+    if plain.choices[0].finish_reason == "length":  # any JSON object is unbounded
+        assert content.startswith("{"), content
+    else:
+        assert isinstance(json.loads(content), dict), content
 
 
 def test_anydatanext_extracts_against_a_schema(mlx_host_server: RunningServer) -> None:
@@ -156,7 +159,7 @@ def test_anydatanext_extracts_against_a_schema(mlx_host_server: RunningServer) -
     }  # fmt: skip
     response = httpx.post(
         f"{mlx_host_server.url}/api/v1/anydatanext/extract",
-        json={"text": "Ann Smith turned 31 last week.", "schema": schema, "max_tokens": 48},
+        json={"text": "Ann Smith turned 31 last week.", "schema": schema, "max_tokens": 96},
         headers={"Authorization": f"Bearer {mlx_host_server.keys['anydatanext']}"},
         timeout=120,
     )

@@ -16,6 +16,7 @@ import pytest
 from conftest import ALPHA, plugin_manager
 
 from mlx_host import ServicePolicy, ServiceSpec
+from mlx_host.engine.grammar import Constraint
 from mlx_host.testing import RunningServer, run_server
 
 JSON_FIRST = ServiceSpec(
@@ -144,14 +145,15 @@ def test_an_answer_cut_by_max_tokens_says_so(server: RunningServer) -> None:
 
 
 def test_the_sdk_parses_into_a_pydantic_model(server: RunningServer) -> None:
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field
 
     class City(BaseModel):
-        name: str
-        country: str
+        name: str = Field(max_length=30)
+        country: str = Field(max_length=30)
 
+    # Bounded fields, and room for them even if every character were a token of its own.
     reply = server.openai("alpha").chat.completions.parse(
-        model="default", response_format=City, max_tokens=48,
+        model="default", response_format=City, max_tokens=96,
         messages=[{"role": "user", "content": "Paris is the capital of France."}],
     )  # fmt: skip
     assert isinstance(reply.choices[0].message.parsed, City)
@@ -190,6 +192,13 @@ def test_a_service_may_answer_json_by_default(server: RunningServer) -> None:
         ({"type": "json_object", "json_schema": {"name": "x", "schema": {}}}, "only then"),
         (schema_format(PERSON, name="has spaces"), "name"),
         ({"type": "xml"}, "type"),
+        # A schema may not make the grammar lenient, nor make the server fetch a document.
+        (
+            schema_format({"type": "array", "uniqueItems": True, "x-guidance": {"lenient": True}}),
+            "uniqueItems",
+        ),
+        (schema_format({"type": "object", "$ref": "http://127.0.0.1:9/x"}), "outside the schema"),
+        ({"type": "json_object", "strict": True}, "unknown parameter"),
     ],
 )
 def test_schemas_that_cannot_be_enforced_get_400(
@@ -204,3 +213,37 @@ def test_schemas_that_cannot_be_enforced_get_400(
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"].startswith("response_format") and says in error["message"], error
+
+
+def test_a_grammar_that_fails_mid_answer_fails_its_request_only(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[int, int] = {}
+    allowed = Constraint._allowed
+
+    def failing_after_three_tokens(self: Constraint, width: int) -> Any:
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        if calls[id(self)] > 3:
+            raise RuntimeError("matcher state at 0xdeadbeef is corrupt")
+        return allowed(self, width)
+
+    monkeypatch.setattr(Constraint, "_allowed", failing_after_three_tokens)
+    headers = {"Authorization": f"Bearer {server.keys['alpha']}"}
+
+    def chat(schema: dict[str, Any] | None) -> httpx.Response:
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": "Ann is 31."}],
+                                "max_tokens": 24}  # fmt: skip
+        if schema:
+            body["response_format"] = schema_format(schema)
+        return httpx.post(
+            f"{server.api_url}/chat/completions", json=body, headers=headers, timeout=120
+        )
+
+    with ThreadPoolExecutor(3) as pool:
+        failed, free, other_free = pool.map(chat, [PERSON, None, None])
+    assert failed.status_code == 500, failed.text
+    error = failed.json()["error"]
+    assert error["code"] == "generation_failed" and "deadbeef" not in failed.text
+    assert free.status_code == other_free.status_code == 200
+    monkeypatch.undo()
+    assert chat(PERSON).status_code == 200  # the model serves constrained requests again

@@ -31,6 +31,7 @@ from mlx_host.embeddings import EmbeddingInput, Embeddings
 from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextRequest, TokenLogprob
 from mlx_host.hookspecs import hookimpl
+from mlx_host.json_grammar import compile_format
 from mlx_host.models.engine import Engine, EngineType, PreparedModel
 from mlx_host.models.spec import ModelSpec
 from mlx_host.speech import Samples, SentenceSplitter, SpeechOptions, Voice
@@ -204,6 +205,8 @@ class FakeLLM(Engine):
     async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
         """The scripted reply (or the echo), a character per token, with ``max_tokens`` and
         stop strings applied as a real engine applies them."""
+        if request.format is not None:  # the same 400s as the real engine, before any text
+            compile_format(request.format)
         prompt = "".join(map(chr, request.prompt))
         messages = None
         if request.capability == "chat":
@@ -322,6 +325,10 @@ class FakeEmbedder(FakeLLM):
     ) -> Embeddings:
         """Each input's letter counts, once the hold lets them through."""
         self.log.requests.append(FakeEmbedding(self.spec.name, service, list(inputs), truncate))
+        for i, x in enumerate(inputs):
+            if not isinstance(x, str) and any(not 0 <= t < self.vocab_size for t in x):
+                raise InvalidRequestError(f"input[{i}] has a token id outside the vocabulary",
+                                          param="input")  # fmt: skip
         texts = [x if isinstance(x, str) else "".join(map(chr, x)) for x in inputs]
         for i, text in enumerate(texts):
             if len(text) > self.max_input_tokens and not truncate:

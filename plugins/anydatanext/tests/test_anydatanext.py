@@ -11,7 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from mlx_host import InvalidRequestError
 from mlx_host.testing import RunningServer, check_service_policy, installed_services
+from mlx_host_anydatanext.extract import _check, _validator
 from mlx_host_anydatanext.plugin import SERVICE
 
 PERSON = {
@@ -74,29 +76,59 @@ def test_extraction_returns_validated_data(mlx_host_fake_server: RunningServer) 
 
 
 @pytest.mark.parametrize(
-    ("reply", "max_tokens", "says", "path"),
+    ("reply", "max_tokens", "why", "says", "path"),
     [
-        ('{"name": "Ann"}', None, "'age' is a required property", "$"),
-        ('{"name": "Ann", "age": -4}', None, "less than the minimum of 0", "$.age"),
-        ('{"name": "Ann", "age": 31}', 10, "cut after 10 tokens", "$"),
-        ("Ann is 31", None, "Expecting value", "$"),
+        ('{"name": "Ann"}', None, "breaks 1 rule", "'age' is a required property", "$"),
+        ('{"name": "Ann", "age": -4}', None, "breaks 1 rule", "less than the minimum", "$.age"),
+        ('{"name": "Ann", "age": 31}', 10, "cut by max_tokens after 10", "Unterminated", "$"),
+        ("Ann is 31", None, "not JSON", "Expecting value", "$"),
     ],
 )
 def test_an_answer_that_misses_the_schema_is_422_with_details(
-    mlx_host_fake_server: RunningServer, reply: str, max_tokens: int | None, says: str, path: str
-) -> None:
+    mlx_host_fake_server: RunningServer,
+    reply: str, max_tokens: int | None, why: str, says: str, path: str,
+) -> None:  # fmt: skip
     mlx_host_fake_server.fake.reply(reply)
     body = {"text": TEXT, "schema": PERSON, "max_tokens": max_tokens}
     response = extract(mlx_host_fake_server, body)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
-    assert error["code"] == "schema_not_satisfied"
+    assert error["code"] == "schema_not_satisfied" and why in error["message"], error
     assert any(d["path"] == path and says in d["message"] for d in error["details"]), error
 
 
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ({"type": "strin"}, "not a valid JSON Schema"),
+        ({"$schema": {}, "type": "object"}, "$schema must be a URI"),
+        ({"type": "array", "uniqueItems": True}, "Unimplemented keys"),
+        # A schema may not make the grammar lenient, nor make the server fetch a document.
+        ({"type": "array", "uniqueItems": True, "x-guidance": {"lenient": True}}, "uniqueItems"),
+        ({"type": "object", "$ref": "http://127.0.0.1:9/secret"}, "outside the schema"),
+        ({"type": "object", "$ref": "file:///etc/passwd"}, "outside the schema"),
+    ],
+)
+def test_schemas_that_cannot_be_enforced_get_400(
+    mlx_host_fake_server: RunningServer, schema: dict[str, Any], says: str
+) -> None:
+    response = extract(mlx_host_fake_server, {"text": TEXT, "schema": schema})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "schema" and says in error["message"], error
+    assert "\n" not in error["message"]
+    assert not mlx_host_fake_server.fake.requests  # refused before anything was generated
+
+
+def test_the_validator_never_fetches_a_referenced_document() -> None:
+    # Defence in depth: the grammar refuses such schemas first, but the validator alone must
+    # not fetch them either (a fetched document's contents would come back in details).
+    validator = _validator({"$ref": "http://127.0.0.1:9/secret"})
+    with pytest.raises(InvalidRequestError, match="outside itself"):
+        _check(validator, "{}")
+
+
 def test_bad_extraction_requests_get_400(mlx_host_fake_server: RunningServer) -> None:
-    bad_schema = extract(mlx_host_fake_server, {"text": TEXT, "schema": {"type": "strin"}})
-    assert bad_schema.status_code == 400 and bad_schema.json()["error"]["param"] == "schema"
     empty = extract(mlx_host_fake_server, {"text": "", "schema": PERSON})
     assert empty.status_code == 400 and empty.json()["error"]["param"] == "text"
     extra = extract(mlx_host_fake_server, {"text": TEXT, "schema": PERSON, "temperature": 1})

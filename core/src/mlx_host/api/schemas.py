@@ -80,10 +80,12 @@ class StreamOptions(BaseModel):
 class JSONSchemaFormat(BaseModel):
     """``response_format.json_schema``: the schema every answer is held to."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    description: str | None = None
+    description: str | None = Field(
+        None, description="What the answer is for: accepted (the schema itself is enforced)."
+    )
     json_schema: dict[str, Any] = Field(alias="schema", description="A JSON Schema.")
     strict: bool | None = Field(
         None, description="Accepted; the schema is enforced while decoding either way."
@@ -93,6 +95,8 @@ class JSONSchemaFormat(BaseModel):
 class ResponseFormat(BaseModel):
     """OpenAI's ``response_format``: free text, any JSON object, or JSON valid against a
     schema, enforced while the answer is decoded."""
+
+    model_config = ConfigDict(extra="forbid")
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None

@@ -34,8 +34,13 @@ class BertConfig:
 
     @classmethod
     def read(cls, path: Path) -> BertConfig:
-        """From a model directory's ``config.json``."""
+        """From a model directory's ``config.json``; ``ValueError`` for a BERT variant this
+        encoder does not compute (it would give wrong vectors, not an error)."""
         config = json.loads((path / "config.json").read_text())
+        if config.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"hidden_act {config['hidden_act']!r} is not supported (gelu)")
+        if config.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError("only absolute position embeddings are supported")
         return cls(**{k: config[k] for k in cls.__dataclass_fields__ if k in config})
 
 
@@ -168,20 +173,28 @@ class Pooling:
 
     @classmethod
     def read(cls, path: Path) -> Pooling:
-        """From a sentence-transformers directory (plain mean pooling, normalized, without)."""
+        """From a sentence-transformers directory (plain mean pooling, normalized, without);
+        ``ValueError`` for modules or pooling modes not computed here (a ``Dense`` layer,
+        weighted-mean pooling, ...), which would give wrong vectors, not an error."""
         mode = "mean"
         pooling = path / "1_Pooling" / "config.json"
         if pooling.exists():
             config: dict[str, Any] = json.loads(pooling.read_text())
-            if config.get("pooling_mode_cls_token"):
-                mode = "cls"
-            elif config.get("pooling_mode_max_tokens"):
-                mode = "max"
+            modes = {k.removeprefix("pooling_mode_") for k, v in config.items()
+                     if k.startswith("pooling_mode_") and v is True}  # fmt: skip
+            known = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}
+            if len(modes) != 1 or not modes <= set(known):
+                raise ValueError(f"pooling {sorted(modes)} is not supported (one of {known})")
+            mode = known[modes.pop()]
         normalize = True
         modules = path / "modules.json"
         if modules.exists():
-            types = [m.get("type", "") for m in json.loads(modules.read_text())]
-            normalize = any(t.endswith("Normalize") for t in types)
+            types = [m.get("type", "").rsplit(".", 1)[-1] for m in json.loads(modules.read_text())]
+            if unknown := set(types) - {"Transformer", "Pooling", "Normalize"}:
+                raise ValueError(
+                    f"sentence-transformers modules {sorted(unknown)} are not supported"
+                )
+            normalize = "Normalize" in types
         return cls(mode, normalize)
 
     def __call__(self, vectors: mx.array, attention_mask: mx.array) -> mx.array:

@@ -169,6 +169,8 @@ class BertEmbeddingEngine(WorkerEngine):
         self, inputs: list[EmbeddingInput], service: str, truncate: bool = True
     ) -> Embeddings:
         """Embed ``inputs`` in the shared passes; leaving early drops them from the queue."""
+        if not inputs:
+            return Embeddings(np.empty((0, self.dimensions), np.float32), 0)
         self.admit()
         try:
             ids = await asyncio.to_thread(self._token_ids, inputs, truncate)
@@ -314,26 +316,12 @@ class BertEmbeddingEngine(WorkerEngine):
             block = False
 
     def _pass(self, pending: deque[_Job]) -> None:
-        """One forward pass over the next inputs of the waiting jobs, taken in turn (each
-        job's shortest remaining first) until the pass is full; then the first job goes to
-        the back of the line."""
-        batch: list[tuple[_Job, int]] = []
-        longest = 0
-        full = False
-        for job in pending:
-            taken = job.done
-            while not full and taken < len(job.order):
-                index = job.order[taken]
-                length = len(job.inputs[index])
-                full = (
-                    bool(batch) and (len(batch) + 1) * max(longest, length) > self.tokens_per_pass
-                )
-                if not full:
-                    batch.append((job, index))
-                    longest = max(longest, length)
-                    taken += 1
-            if full:
-                break
+        """One forward pass over the next inputs of the waiting jobs (``plan_pass``); then the
+        first job goes to the back of the line."""
+        batch = plan_pass(pending, self.tokens_per_pass)
+        longest = max((len(job.inputs[i]) for job, i in batch), default=0)
+        if not batch:  # every waiting job is done or cancelled
+            return
         if not self._claim_working_memory(batch, longest):
             for job in {j for j, _ in batch}:
                 pending.remove(job)
@@ -382,23 +370,49 @@ class BertEmbeddingEngine(WorkerEngine):
         return 4 * (scores + activations)
 
     def _claim_working_memory(self, batch: list[tuple[_Job, int]], longest: int) -> bool:
-        """Wait for the pass's working memory; on a lasting shortage, 503 to its jobs."""
+        """Wait for the pass's working memory (at most the queue timeout, and not past a
+        stop); when it does not come, 503 to the pass's jobs."""
         nbytes = self._working_bytes(len(batch), longest)
         jobs = {j for j, _ in batch}
+        deadline = time.monotonic() + self.settings.queue_timeout_seconds
         while not self.claim.resize(nbytes):
             if all(j.cancelled.is_set() for j in jobs):
                 return False
+            short = None
             if not self.claim.worth_waiting(nbytes):
                 short = ServiceUnavailableError(
                     f"The model {self.spec.name!r} has no memory to embed now",
                     code="insufficient_memory",
                     headers={"Retry-After": "5"},
                 )
+            elif time.monotonic() > deadline or not self._accepting:
+                short = ServiceUnavailableError(
+                    f"The model {self.spec.name!r} waited too long for memory to embed; retry",
+                    code="queue_timeout",
+                    headers={"Retry-After": "5"},
+                )
+            if short is not None:
                 for job in jobs:
                     job.emit(short)
                 return False
             time.sleep(0.05)
         return True
+
+
+def plan_pass(pending: deque[_Job], tokens_per_pass: int) -> list[tuple[_Job, int]]:
+    """The inputs of the next pass: each waiting job's next ones in turn (its shortest
+    remaining first), while the pass padded to its longest input stays within
+    ``tokens_per_pass`` (one input at least, however long)."""
+    batch: list[tuple[_Job, int]] = []
+    longest = 0
+    for job in pending:
+        for index in job.order[job.done :]:
+            length = len(job.inputs[index])
+            if batch and (len(batch) + 1) * max(longest, length) > tokens_per_pass:
+                return batch
+            batch.append((job, index))
+            longest = max(longest, length)
+    return batch
 
 
 def _max_input_tokens(path: Path, config: BertConfig) -> int:

@@ -21,12 +21,9 @@ import numpy as np
 
 from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import OutputFormat
+from mlx_host.json_grammar import bad_schema, compile_format
 
 logger = logging.getLogger(__name__)
-
-#: JSON without optional whitespace: small models given the choice pad JSON with newlines and
-#: spaces until max_tokens runs out.
-_JSON_OPTIONS: Any = {"whitespace_flexible": False}
 
 
 class Constraint:
@@ -41,32 +38,30 @@ class Constraint:
         self._started = False
         self.error: str | None = None
 
-    @property
-    def complete(self) -> bool:
-        """Whether the text so far is a whole valid answer."""
-        return self._matcher.is_accepting()
-
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         """``logits`` with every token the grammar forbids next set to -inf."""
+        width = logits.shape[-1]
         try:
             if self._started:  # the last token is the one chosen at the previous step
                 self._matcher.consume_token(cast(int, tokens[-1].item()))
             self._started = True
             if self._matcher.is_error():
                 raise ValueError(self._matcher.get_error())
-            allowed = self._allowed(logits.shape[-1])
+            allowed = self._allowed(width)
         except Exception as exc:
             if self.error is None:
                 logger.error("a constrained answer failed: %s", exc)
                 self.error = "The answer could not be kept to its response_format"
-            allowed = np.zeros(logits.shape[-1], bool)
-            allowed[self._eos] = True
+            allowed = np.zeros(width, bool)
+            allowed[min(self._eos, width - 1)] = True
         return mx.where(mx.array(allowed), logits, -mx.inf)
 
     def _allowed(self, width: int) -> np.ndarray:
+        """The grammar's mask, cut or padded to the logits' width (a model's embedding may be
+        padded past its tokenizer's vocabulary, or a tokenizer may list tokens past it)."""
         bits = np.frombuffer(self._matcher.compute_bitmask(), np.uint8)
-        allowed = np.unpackbits(bits, bitorder="little")[: self._vocab].astype(bool)
-        if len(allowed) < width:  # logits padded beyond the tokenizer's vocabulary
+        allowed = np.unpackbits(bits, bitorder="little")[: min(self._vocab, width)].astype(bool)
+        if len(allowed) < width:
             allowed = np.pad(allowed, (0, width - len(allowed)))
         return allowed
 
@@ -82,37 +77,34 @@ class GrammarCompiler:
         self._tokenizer = tokenizer  # mlx-lm's TokenizerWrapper
         self._lock = threading.Lock()
         self._ll: llguidance.LLTokenizer | None = None
+        self._unusable: InvalidRequestError | None = None
 
     def _ll_tokenizer(self) -> llguidance.LLTokenizer:
         with self._lock:
-            if self._ll is None:
+            if self._ll is None and self._unusable is None:
                 eos = sorted(self._tokenizer.eos_token_ids)
-                self._ll = llguidance.hf.from_tokenizer(self._tokenizer._tokenizer, eos_token=eos)
+                try:
+                    hf = self._tokenizer._tokenizer
+                    self._ll = llguidance.hf.from_tokenizer(hf, eos_token=eos)
+                except Exception as exc:  # e.g. a slow (Python) tokenizer
+                    logger.error("no grammar tokenizer for this model: %s", exc)
+                    self._unusable = InvalidRequestError(
+                        "This model's tokenizer cannot hold answers to a response_format",
+                        param="response_format",
+                        code="unsupported_response_format",
+                    )
+            if self._unusable is not None:
+                raise self._unusable
+            assert self._ll is not None
             return self._ll
 
     def constraint(self, fmt: OutputFormat) -> Constraint:
-        """A constraint for ``fmt``; 400 naming what llguidance cannot enforce in the schema
-        (never an unconstrained answer instead)."""
+        """A constraint for ``fmt``; 400 naming what cannot be enforced in the schema, or
+        when this model's tokenizer cannot be used for grammars (never an unconstrained
+        answer instead)."""
+        grammar = compile_format(fmt)
         ll = self._ll_tokenizer()
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(
-                fmt.json_schema(), defaults=_JSON_OPTIONS
-            )
-        except ValueError as exc:
-            raise _bad_schema(fmt, str(exc)) from exc
-        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll)
-        if is_error:
-            raise _bad_schema(fmt, messages[0])
         matcher = llguidance.LLMatcher(ll, grammar, log_level=0)
         if matcher.is_error():
-            raise _bad_schema(fmt, matcher.get_error())
+            raise bad_schema(fmt, matcher.get_error())
         return Constraint(matcher, ll.vocab_size, ll.eos_token)
-
-
-def _bad_schema(fmt: OutputFormat, why: str) -> InvalidRequestError:
-    name = f" {fmt.name!r}" if fmt.name else ""
-    return InvalidRequestError(
-        f"response_format: the JSON schema{name} cannot be enforced: {why.strip()}",
-        param="response_format",
-        code="unsupported_schema",
-    )

@@ -476,7 +476,7 @@ class BatchScheduler:
                 finished |= self._deliver(job, r)
             except Exception:
                 logger.exception("delivering a token failed on %s", self.name)
-                del self._jobs[job.uid]  # type: ignore[arg-type]
+                self._jobs.pop(job.uid, None)  # type: ignore[arg-type]
                 self._generator.remove([job.uid])
                 job.emit(GenerationError())
                 finished = True
