@@ -57,6 +57,7 @@ class FakeCall:
     prompt: str  # the prompt's text (for chat, the messages as JSON)
     params: SamplingParams
     format: OutputFormat | None = None  # the form the answer was to be held to
+    options: dict[str, Any] | None = None  # the chat template's options (enable_thinking)
 
 
 @dataclass(frozen=True)
@@ -194,9 +195,22 @@ class FakeLLM(Engine):
         """Requests in flight."""
         return {"running_requests": self._active, "queued_requests": 0}
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The messages as JSON, a token per character."""
+    #: Thinks in Qwen3's tags when a scripted reply does; takes Qwen3's switch.
+    reasoning_tags = ("<think>", "</think>")
+    template_options = frozenset({"enable_thinking"})
+
+    def chat_prompt(
+        self, messages: list[dict[str, Any]], options: dict[str, Any] | None = None
+    ) -> list[int]:
+        """The messages as JSON, a token per character (with the options, when given, as
+        ``{"messages": ..., "options": ...}``)."""
+        if options:
+            return self.encode(json.dumps({"messages": messages, "options": options}))
         return self.encode(json.dumps(messages))
+
+    def decode(self, tokens: list[int]) -> str:
+        """A character per token."""
+        return "".join(map(chr, tokens))
 
     def encode(self, text: str) -> list[int]:
         """A token per character."""
@@ -209,12 +223,15 @@ class FakeLLM(Engine):
             compile_format(request.format)
         prompt = "".join(map(chr, request.prompt))
         messages = None
+        options = None
         if request.capability == "chat":
             with contextlib.suppress(ValueError):  # a prompt not made by chat_prompt
                 messages = json.loads(prompt)
+            if isinstance(messages, dict):
+                messages, options = messages["messages"], messages["options"]
         self.log.requests.append(
             FakeCall(request.model, self.spec.name, request.service, request.capability,
-                     messages, prompt, request.params, request.format)
+                     messages, prompt, request.params, request.format, options)
         )  # fmt: skip
         users = [m["content"] for m in messages or () if m["role"] == "user"]
         reply = self.log._next_reply(users[-1] if users else prompt)

@@ -91,6 +91,8 @@ class Delta:
     completion_tokens: int
     cached_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    #: The model's thinking in this piece, apart from ``text`` (chat, for models that think).
+    reasoning: str = ""
 
 
 @runtime_checkable
@@ -99,10 +101,21 @@ class TextGenerator(Protocol):
 
     #: Most tokens of prompt plus answer the model takes (None: unknown).
     context_length: int | None
+    #: The tags the model writes its thinking between (None: it does not think in tags).
+    reasoning_tags: tuple[str, str] | None
+    #: The options its chat template takes (``enable_thinking``, ``reasoning_effort``).
+    template_options: frozenset[str]
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The prompt tokens for ``messages`` with the model's chat template, ready for the
-        assistant's turn; ``InvalidRequestError`` when the template refuses them."""
+    def chat_prompt(
+        self, messages: list[dict[str, Any]], options: dict[str, Any] | None = None
+    ) -> list[int]:
+        """The prompt tokens for ``messages`` with the model's chat template (given
+        ``options``, among ``template_options``), ready for the assistant's turn;
+        ``InvalidRequestError`` when the template refuses them."""
+        ...
+
+    def decode(self, tokens: list[int]) -> str:
+        """The text of ``tokens``."""
         ...
 
     def encode(self, text: str) -> list[int]:

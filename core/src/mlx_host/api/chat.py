@@ -12,7 +12,7 @@ from mlx_host.api.errors import error_responses
 from mlx_host.api.logprobs import chat_logprobs
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.api.textgen import response_head
-from mlx_host.generation import Delta, TokenLogprob
+from mlx_host.generation import Delta
 
 router = APIRouter(tags=["chat"], responses=error_responses(400, 401, 403, 404, 413, 429, 503))
 
@@ -30,7 +30,7 @@ async def create_chat_completion(
     """
     turn = await ChatTurn.prepare(host, caller.spec, body)
     return await turn.call.answer(
-        turn.engine, turn.prompt, response_head("chatcmpl", turn.model), body, request,
+        turn.generate(), response_head("chatcmpl", turn.model), body, request,
         objects=("chat.completion", "chat.completion.chunk"),
         chunk=_chunk_choice, whole=_whole_choice, on_finish=turn.finish,
         opening={"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -38,21 +38,27 @@ async def create_chat_completion(
     )  # fmt: skip
 
 
-def _chunk_choice(
-    text: str, finish_reason: str | None, logprobs: tuple[TokenLogprob, ...]
-) -> dict[str, Any]:
+def _chunk_choice(piece: Delta, finish_reason: str | None) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if piece.reasoning:
+        delta["reasoning_content"] = piece.reasoning
+    if piece.text:
+        delta["content"] = piece.text
     return {
         "index": 0,
-        "delta": {"content": text} if text else {},
-        "logprobs": chat_logprobs(logprobs) if logprobs else None,
+        "delta": delta,
+        "logprobs": chat_logprobs(piece.logprobs) if piece.logprobs else None,
         "finish_reason": finish_reason,
     }
 
 
 def _whole_choice(text: str, last: Delta) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if last.reasoning:
+        message["reasoning_content"] = last.reasoning
     return {
         "index": 0,
-        "message": {"role": "assistant", "content": text},
+        "message": message,
         "finish_reason": last.finish_reason,
         "logprobs": chat_logprobs(last.logprobs) if last.logprobs else None,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +13,7 @@ from mlx_host.api.logprobs import CompletionLogprobs
 from mlx_host.api.prompt import check_fits
 from mlx_host.api.schemas import CompletionRequest
 from mlx_host.api.textgen import TextCall, response_head
-from mlx_host.generation import Delta, TokenLogprob
+from mlx_host.generation import Delta
 
 router = APIRouter(
     tags=["completions"], responses=error_responses(400, 401, 403, 404, 413, 429, 503)
@@ -26,18 +27,16 @@ class _Choices:
     def __init__(self, logprobs: bool) -> None:
         self._logprobs = CompletionLogprobs() if logprobs else None
 
-    def chunk(
-        self, text: str, finish_reason: str | None, logprobs: tuple[TokenLogprob, ...]
-    ) -> dict[str, Any]:
+    def chunk(self, piece: Delta, finish_reason: str | None) -> dict[str, Any]:
         return {
             "index": 0,
-            "text": text,
-            "logprobs": self._logprobs(logprobs) if self._logprobs else None,
+            "text": piece.text,
+            "logprobs": self._logprobs(piece.logprobs) if self._logprobs else None,
             "finish_reason": finish_reason,
         }
 
     def whole(self, text: str, last: Delta) -> dict[str, Any]:
-        return self.chunk(text, last.finish_reason, last.logprobs)
+        return self.chunk(dataclasses.replace(last, text=text), last.finish_reason)
 
 
 async def _nothing(_: str) -> dict[str, Any]:
@@ -59,7 +58,7 @@ async def create_completion(
     check_fits(prompt, engine.context_length, "prompt")
     choices = _Choices(logprobs=call.params.logprobs is not None)
     return await call.answer(
-        engine, prompt, response_head("cmpl", model), body, request,
+        call.generate(engine, prompt), response_head("cmpl", model), body, request,
         objects=("text_completion", "text_completion"),
         chunk=choices.chunk, whole=choices.whole, on_finish=_nothing,
     )  # fmt: skip

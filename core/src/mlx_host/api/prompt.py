@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_host.api.schemas import ChatMessage
-from mlx_host.errors import RequestTooLargeError
+from mlx_host.api.schemas import ChatCompletionRequest, ChatMessage
+from mlx_host.errors import InvalidRequestError, RequestTooLargeError
 from mlx_host.generation import TextGenerator
 from mlx_host.services import ServicePolicy
 
@@ -18,6 +18,7 @@ def build_prompt(
     history: Messages,
     messages: Messages,
     max_tokens: int,
+    options: dict[str, Any] | None = None,
 ) -> tuple[list[int], int]:
     """Prompt tokens for ``history + messages`` with the policy's system prompt, and how many
     history messages were dropped to fit the context (the policy's ``history_trim`` rule).
@@ -32,7 +33,7 @@ def build_prompt(
     def too_long(prompt: list[int]) -> bool:
         return bool(limit) and len(prompt) + max_tokens > limit
 
-    prompt = engine.chat_prompt(system + history + messages)
+    prompt = engine.chat_prompt(system + history + messages, options)
     if too_long(prompt) and history and policy.history_trim == "error":
         raise RequestTooLargeError(
             f"The session history and request need {len(prompt) + max_tokens} tokens with "
@@ -42,9 +43,40 @@ def build_prompt(
     trimmed = 0
     while too_long(prompt) and trimmed < len(history):
         trimmed += 1
-        prompt = engine.chat_prompt(system + history[trimmed:] + messages)
+        prompt = engine.chat_prompt(system + history[trimmed:] + messages, options)
     check_fits(prompt, engine.context_length, "messages")
     return prompt, trimmed
+
+
+def template_options(
+    body: ChatCompletionRequest, engine: TextGenerator, model: str
+) -> dict[str, Any]:
+    """The chat template options a request asks for: ``chat_template_kwargs`` the template
+    reads, and ``reasoning_effort`` as the template takes it; 400 naming what it cannot."""
+    options: dict[str, Any] = {}
+    for key, value in (body.chat_template_kwargs or {}).items():
+        if key not in engine.template_options:
+            takes = ", ".join(sorted(engine.template_options)) or "none"
+            raise InvalidRequestError(
+                f"{key!r} is not supported by the chat template of {model!r} (it takes: {takes})",
+                param=f"chat_template_kwargs.{key}",
+                code="unsupported_parameter",
+            )
+        options[key] = value
+    effort = body.reasoning_effort
+    if effort is not None:
+        if "reasoning_effort" in engine.template_options:
+            options["reasoning_effort"] = effort
+        elif "enable_thinking" in engine.template_options:
+            options["enable_thinking"] = effort not in ("none", "minimal")
+        else:
+            raise InvalidRequestError(
+                f"reasoning_effort is not supported by {model!r}: its chat template has no "
+                "reasoning switch",
+                param="reasoning_effort",
+                code="unsupported_parameter",
+            )
+    return options
 
 
 def check_fits(prompt: list[int], context_length: int | None, param: str) -> None:

@@ -16,13 +16,13 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mlx_host.errors import ClientDisconnectedError, MLXHostError
-from mlx_host.generation import Delta, TokenLogprob
+from mlx_host.generation import Delta
 
 T = TypeVar("T")
 DISCONNECT_POLL_SECONDS = 0.25
-#: Builds one choice of a chunk from a piece of text, the log probabilities of its tokens (when
-#: asked for) and, on the last chunk, the finish reason.
-ChoiceBuilder = Callable[[str, str | None, tuple[TokenLogprob, ...]], dict[str, Any]]
+#: Builds one choice of a chunk from a piece of the answer (its text, thinking and log
+#: probabilities) and, on the last chunk, the finish reason.
+ChoiceBuilder = Callable[[Delta, str | None], dict[str, Any]]
 #: Called once the answer is complete with its whole text; returns fields to add to the end.
 OnFinish = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -87,17 +87,19 @@ async def until_done(work: Awaitable[T], request: Request) -> T:
 
 
 async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
-    """The whole answer and its last delta, which carries the finish reason, the counts and
-    (when asked for) the log probabilities of every token of the answer."""
+    """The whole answer and its last delta, which carries the finish reason, the counts, the
+    whole thinking and (when asked for) the log probabilities of every token."""
 
     async def gather() -> list[Delta]:
         async with aclosing(deltas):  # type: ignore[type-var]
             return [d async for d in deltas]
 
     parts = await until_done(gather(), request)
-    last = parts[-1]
-    if len(parts) > 1 and any(d.logprobs for d in parts):
-        last = dataclasses.replace(last, logprobs=tuple(e for d in parts for e in d.logprobs))
+    last = dataclasses.replace(
+        parts[-1],
+        logprobs=tuple(e for d in parts for e in d.logprobs),
+        reasoning="".join(d.reasoning for d in parts),
+    )
     return "".join(d.text for d in parts), last
 
 
@@ -146,12 +148,12 @@ async def _events(
             while delta is not None:
                 last = delta
                 text.append(delta.text)
-                if delta.text or delta.logprobs:
-                    piece = choice(delta.text, None, delta.logprobs)
-                    yield sse_event({**head, "choices": [piece]})
+                if delta.text or delta.reasoning or delta.logprobs:
+                    yield sse_event({**head, "choices": [choice(delta, None)]})
                 if delta.finish_reason:
                     extra = await on_finish("".join(text))
-                    end = choice("", delta.finish_reason, ())
+                    end = choice(dataclasses.replace(delta, text="", reasoning="", logprobs=()),
+                                 delta.finish_reason)  # fmt: skip
                     yield sse_event({**head, "choices": [end], **extra})
                     break
                 delta = await anext(rest, None)

@@ -212,7 +212,20 @@ class ChatCompletionRequest(GenerationRequest):
     parallel_tool_calls: Unsupported = None
     functions: Unsupported = None
     function_call: Unsupported = None
-    reasoning_effort: Unsupported = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
+        None,
+        description="For models that think: passed to templates that take it; for templates "
+        "with only an on/off switch (Qwen3), none and minimal turn thinking off, the other "
+        "levels on. 400 for models without either.",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Options for the model's chat template, among those it reads "
+        "(enable_thinking, reasoning_effort); 400 naming any other."
+    )  # fmt: skip
+    keep_reasoning: bool = Field(
+        False, description="mlx-host: with session_id, save the thinking with the answer "
+        "(by default the session keeps the answer only)."
+    )  # fmt: skip
     verbosity: Unsupported = None
     audio: Unsupported = None
     prediction: Unsupported = None

@@ -63,8 +63,7 @@ class TextCall:
 
     async def answer(
         self,
-        engine: TextGenerator,
-        prompt: list[int],
+        deltas: AsyncIterator[Delta],
         head: dict[str, Any],
         body: GenerationRequest,
         request: Request,
@@ -75,10 +74,9 @@ class TextCall:
         on_finish: OnFinish,
         opening: dict[str, Any] | None = None,
     ) -> Any:
-        """Generate from ``prompt``: server-sent events when the body asks to stream, else
-        one JSON body; ``objects`` names the object of each (whole, chunk), and ``on_finish``
-        adds its fields to the end of either."""
-        deltas = self.generate(engine, prompt)
+        """Answer with ``deltas`` (``generate``'s): server-sent events when the body asks to
+        stream, else one JSON body; ``objects`` names the object of each (whole, chunk), and
+        ``on_finish`` adds its fields to the end of either."""
         whole_object, chunk_object = objects
         if body.stream:
             return await stream_response(

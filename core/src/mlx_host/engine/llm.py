@@ -136,10 +136,30 @@ class LLMEngine(Engine):
 
     # -- text generation ----------------------------------------------------------------
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+    @property
+    def reasoning_tags(self) -> tuple[str, str] | None:
+        """The think tags mlx-lm found in the tokenizer's vocabulary (None: none)."""
+        if not self.tokenizer.has_thinking:
+            return None
+        return self.tokenizer.think_start, self.tokenizer.think_end
+
+    @property
+    def template_options(self) -> frozenset[str]:
+        """The thinking switches its chat template reads (a Jinja template names them; mlx-lm
+        maps enable_thinking onto a custom renderer's own switch)."""
+        source = self.tokenizer._tokenizer.chat_template
+        if not isinstance(source, str):
+            return frozenset({"enable_thinking"} if self.tokenizer.has_thinking else ())
+        return frozenset(o for o in ("enable_thinking", "reasoning_effort") if o in source)
+
+    def chat_prompt(
+        self, messages: list[dict[str, Any]], options: dict[str, Any] | None = None
+    ) -> list[int]:
         """Tokens of ``messages`` in the model's chat template, ready for the answer."""
         try:
-            tokens = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            tokens = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, **(options or {})
+            )
         except TemplateError as exc:
             if type(exc) is not TemplateError:  # a broken template, not the caller's mistake
                 logger.exception("the chat template of %s failed", self.spec.name)
@@ -161,6 +181,10 @@ class LLMEngine(Engine):
     def encode(self, text: str) -> list[int]:
         """Tokens of plain text."""
         return list(self.tokenizer.encode(text))
+
+    def decode(self, tokens: list[int]) -> str:
+        """The text of ``tokens``, special tokens included."""
+        return str(self.tokenizer.decode(tokens))
 
     async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
         """The answer from the shared batch, held to the request's format (400 naming what
