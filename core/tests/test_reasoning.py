@@ -23,7 +23,7 @@ def split(text: str, cuts: list[int], inside: bool = False) -> tuple[str, str]:
     for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
         pieces += splitter.feed(text[start:end])
     pieces += splitter.flush()
-    assert all(p.text for p in pieces)
+    assert all(p.text or p.closed for p in pieces)
     inner = "".join(p.text for p in pieces if p.inside)
     outer = "".join(p.text for p in pieces if not p.inside)
     return inner, outer

@@ -45,7 +45,7 @@ CHAT_FIELDS: dict[str, tuple[str, Any]] = {
     "logprobs": ("implemented", True),
     "top_logprobs": ("implemented", 0),
     "tools": ("refused", [{"type": "function", "function": {"name": "f"}}]),
-    "tool_choice": ("refused", "auto"),
+    "tool_choice": ("refused", "required"),
     "parallel_tool_calls": ("refused", False),
     "functions": ("refused", [{"name": "f"}]),
     "function_call": ("refused", "auto"),
@@ -123,10 +123,10 @@ def test_unknown_fields_are_refused_by_name(server: RunningServer) -> None:
     in_message = post(
         server,
         "chat/completions",
-        {"messages": [{"role": "user", "content": "x", "tool_call_id": "c1"}]},
+        {"messages": [{"role": "user", "content": "x", "weight": 2}]},
     )
     assert in_message.status_code == 400
-    assert in_message.json()["error"]["param"] == "messages.0.tool_call_id"
+    assert in_message.json()["error"]["param"] == "messages.0.weight"
     part = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}
     in_part = post(server, "chat/completions", {"messages": [{"role": "user", "content": [part]}]})
     assert in_part.status_code == 400

@@ -29,7 +29,14 @@ import numpy as np
 
 from mlx_host.embeddings import EmbeddingInput, Embeddings
 from mlx_host.errors import InvalidRequestError
-from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextRequest, TokenLogprob
+from mlx_host.generation import (
+    Delta,
+    OutputFormat,
+    SamplingParams,
+    TextRequest,
+    TokenLogprob,
+    ToolCallFormat,
+)
 from mlx_host.hookspecs import hookimpl
 from mlx_host.json_grammar import compile_format
 from mlx_host.models.engine import Engine, EngineType, PreparedModel
@@ -198,6 +205,14 @@ class FakeLLM(Engine):
     #: Thinks in Qwen3's tags when a scripted reply does; takes Qwen3's switch.
     reasoning_tags = ("<think>", "</think>")
     template_options = frozenset({"enable_thinking"})
+
+    @property
+    def tool_format(self) -> ToolCallFormat:
+        """Calls tools as Hermes and Qwen do (``<tool_call>`` JSON), or as Mistral does
+        (``[TOOL_CALLS]``) when its name says mistral: mlx-lm's own parsers read them."""
+        from mlx_host.engine.tool_formats import named  # mlx-lm's parsers
+
+        return named("mistral" if "mistral" in self.spec.name else "json_tools")
 
     def chat_prompt(
         self, messages: list[dict[str, Any]], options: dict[str, Any] | None = None

@@ -6,7 +6,7 @@ These types are free of MLX, so routers, plugins and tests can use them without 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -77,6 +77,28 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function the model called: ``arguments`` is a JSON object's text, as OpenAI sends it;
+    ``index`` is its place among the answer's calls."""
+
+    id: str
+    name: str
+    arguments: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCallFormat:
+    """How a model writes tool calls: each call's text between ``start`` and ``end`` (an
+    empty ``end``: to the end of the answer), read by ``parse(text, tools)`` into a
+    ``{"name", "arguments"}`` dict or a list of them (``ValueError`` when it cannot)."""
+
+    start: str
+    end: str
+    parse: Callable[[str, list[dict[str, Any]] | None], Any]
+
+
+@dataclass(frozen=True)
 class Delta:
     """A piece of generated text; the last one of a request has a ``finish_reason``.
 
@@ -93,6 +115,8 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
     #: The model's thinking in this piece, apart from ``text`` (chat, for models that think).
     reasoning: str = ""
+    #: Tool calls completed in this piece (chat with ``tools``).
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @runtime_checkable
@@ -105,13 +129,16 @@ class TextGenerator(Protocol):
     reasoning_tags: tuple[str, str] | None
     #: The options its chat template takes (``enable_thinking``, ``reasoning_effort``).
     template_options: frozenset[str]
+    #: How it writes tool calls (None: its template renders no tools).
+    tool_format: ToolCallFormat | None
 
     def chat_prompt(
         self, messages: list[dict[str, Any]], options: dict[str, Any] | None = None
     ) -> list[int]:
         """The prompt tokens for ``messages`` with the model's chat template (given
-        ``options``, among ``template_options``), ready for the assistant's turn;
-        ``InvalidRequestError`` when the template refuses them."""
+        ``options``, among ``template_options``, and ``tools`` when its ``tool_format`` is
+        set), ready for the assistant's turn; ``InvalidRequestError`` when the template
+        refuses them."""
         ...
 
     def decode(self, tokens: list[int]) -> str:

@@ -11,16 +11,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Piece:
-    """Text from inside the tags, or from outside them."""
+    """Text from inside the tags, or from outside them. ``closed`` marks the end of one
+    tagged span (the piece before an end tag; its text may be empty), so that spans that
+    follow each other stay apart."""
 
     inside: bool
     text: str
+    closed: bool = False
 
 
 class TagSplitter:
     """Routes streamed text to inside or outside one pair of tags, which may come in any
     number of times. Text that could be the start of a tag is held back until the next chunk
-    says whether it is one; ``flush`` gives back whatever is still held at the end.
+    says whether it is one; ``flush`` gives back whatever is still held at the end. An empty
+    end tag means a span runs to the end of the text (a tool call that ends the answer).
 
     ``inside`` says where the text starts (a template may open the tag in the prompt itself).
     """
@@ -36,32 +40,37 @@ class TagSplitter:
         return self._inside
 
     def feed(self, text: str) -> list[Piece]:
-        """The pieces of ``text`` that are certain now, in order (never empty ones)."""
+        """The pieces of ``text`` that are certain now, in order (empty ones only to close a
+        span)."""
         pieces: list[Piece] = []
         text = self._held + text
         self._held = ""
         while text:
             tag = self._tags[self._inside]
-            at = text.find(tag)
+            at = text.find(tag) if tag else -1
             if at >= 0:
-                self._add(pieces, text[:at])
+                before = text[:at]
+                if self._inside:
+                    pieces.append(Piece(True, before, closed=True))
+                elif before:
+                    pieces.append(Piece(False, before))
                 text = text[at + len(tag) :]
                 self._inside = not self._inside
                 continue
-            keep = _partial_suffix(text, tag)
-            self._add(pieces, text[: len(text) - keep])
+            keep = _partial_suffix(text, tag) if tag else 0
+            if text[: len(text) - keep]:
+                pieces.append(Piece(self._inside, text[: len(text) - keep]))
             self._held = text[len(text) - keep :]
             break
         return pieces
 
     def flush(self) -> list[Piece]:
-        """What is still held back (a tag's beginning that never completed), as text."""
+        """What is still held back (a tag's beginning that never completed), as text; a span
+        still open is closed."""
         held, self._held = self._held, ""
-        return [Piece(self._inside, held)] if held else []
-
-    def _add(self, pieces: list[Piece], text: str) -> None:
-        if text:
-            pieces.append(Piece(self._inside, text))
+        if self._inside:
+            return [Piece(True, held, closed=True)]
+        return [Piece(False, held)] if held else []
 
 
 def _partial_suffix(text: str, tag: str) -> int:

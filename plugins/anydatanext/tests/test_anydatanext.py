@@ -67,6 +67,7 @@ def test_extraction_returns_validated_data(mlx_host_fake_server: RunningServer) 
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["data"] == {"name": "Ann Smith", "age": 31} and body["object"] == "extraction"
+    assert body["model"] == mlx_host_fake_server.fake.last.served_by  # who really answered
     assert body["usage"]["completion_tokens"] == len('{"name": "Ann Smith", "age": 31}')
     call = mlx_host_fake_server.fake.last
     assert call.format.type == "json_schema" and call.format.schema == PERSON

@@ -12,6 +12,7 @@ from mlx_host.api.errors import error_responses
 from mlx_host.api.logprobs import chat_logprobs
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.api.textgen import response_head
+from mlx_host.api.tool_calls import openai_tool_calls
 from mlx_host.generation import Delta
 
 router = APIRouter(tags=["chat"], responses=error_responses(400, 401, 403, 404, 413, 429, 503))
@@ -44,6 +45,8 @@ def _chunk_choice(piece: Delta, finish_reason: str | None) -> dict[str, Any]:
         delta["reasoning_content"] = piece.reasoning
     if piece.text:
         delta["content"] = piece.text
+    if piece.tool_calls:
+        delta["tool_calls"] = openai_tool_calls(piece.tool_calls, streamed=True)
     return {
         "index": 0,
         "delta": delta,
@@ -56,6 +59,10 @@ def _whole_choice(text: str, last: Delta) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if last.reasoning:
         message["reasoning_content"] = last.reasoning
+    if last.tool_calls:
+        message["tool_calls"] = openai_tool_calls(last.tool_calls, streamed=False)
+        # Whitespace around the calls' markup is no answer of its own.
+        message["content"] = text.rstrip() or None
     return {
         "index": 0,
         "message": message,

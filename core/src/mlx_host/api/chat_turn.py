@@ -13,7 +13,8 @@ from typing import Any
 from mlx_host.api.prompt import Messages, build_prompt, request_messages, template_options
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.api.textgen import TextCall
-from mlx_host.generation import Delta, TextGenerator
+from mlx_host.api.tool_calls import ToolCallReader, openai_tool_calls
+from mlx_host.generation import Delta, TextGenerator, ToolCall
 from mlx_host.host import Host
 from mlx_host.markup import TagSplitter
 from mlx_host.models.manager import LoadedModel
@@ -39,7 +40,9 @@ class ChatTurn:
     prompt: list[int]
     trimmed: int  # history messages dropped to fit
     keep_reasoning: bool = False
+    tools: list[dict[str, Any]] | None = None  # offered to the model (tool_choice not none)
     reasoning: list[str] = field(default_factory=list)  # the thinking, as it was generated
+    calls: list[ToolCall] = field(default_factory=list)  # the tool calls it made
 
     @classmethod
     async def prepare(
@@ -51,7 +54,11 @@ class ChatTurn:
         history: Messages = []
         if body.session_id is not None:
             stored = await host.sessions.messages(service.name, body.session_id)
-            history = [{"role": m.role, "content": m.content} for m in stored]
+            history = [
+                m.model_dump(include={"role", "content", "tool_calls", "tool_call_id"},
+                             exclude_none=True)
+                for m in stored
+            ]  # fmt: skip
         model, engine = await call.load()
         options = template_options(body, engine, call.model_name)
         messages = request_messages(body.messages)
@@ -60,36 +67,55 @@ class ChatTurn:
         )
         return cls(
             host, call, model, engine, messages, body.session_id, prompt, trimmed,
-            body.keep_reasoning,
+            body.keep_reasoning, options.get("tools"),
         )  # fmt: skip
 
     def generate(self) -> AsyncIterator[Delta]:
         """The answer as it is generated, on the model's shared batch; leaving early cancels
         it."""
         deltas = self.call.generate(self.engine, self.prompt)
-        tags = self.engine.reasoning_tags
-        return deltas if tags is None else self._split_reasoning(deltas, tags)
+        if self.engine.reasoning_tags is None and self.tools is None:
+            return deltas
+        return self._shape(deltas)
 
-    async def _split_reasoning(
-        self, deltas: AsyncIterator[Delta], tags: tuple[str, str]
-    ) -> AsyncIterator[Delta]:
-        # A template may open the thinking in the prompt itself (the model then writes only
-        # the closing tag).
-        tail = self.engine.decode(self.prompt[-8:]).rstrip()
-        splitter = TagSplitter(*tags, inside=tail.endswith(tags[0]))
+    async def _shape(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        """The deltas with the thinking in ``reasoning`` and the tool calls in ``tool_calls``,
+        apart from the text."""
+        thinking = None
+        if tags := self.engine.reasoning_tags:
+            # A template may open the thinking in the prompt itself (the model then writes
+            # only the closing tag).
+            tail = self.engine.decode(self.prompt[-8:]).rstrip()
+            thinking = TagSplitter(*tags, inside=tail.endswith(tags[0]))
+        reader = None
+        if self.tools is not None and self.engine.tool_format is not None:
+            reader = ToolCallReader(self.engine.tool_format, self.tools)
         answered = False
         async with aclosing(deltas):  # type: ignore[type-var]
             async for delta in deltas:
-                pieces = splitter.feed(delta.text)
-                if delta.finish_reason:
-                    pieces += splitter.flush()
-                reasoning = "".join(p.text for p in pieces if p.inside)
-                text = "".join(p.text for p in pieces if not p.inside)
+                final = delta.finish_reason is not None
+                reasoning, text = "", delta.text
+                if thinking is not None:
+                    pieces = thinking.feed(text) + (thinking.flush() if final else [])
+                    reasoning = "".join(p.text for p in pieces if p.inside)
+                    text = "".join(p.text for p in pieces if not p.inside)
+                calls: list[ToolCall] = []
+                if reader is not None:
+                    text, read = reader.feed(text, final)
+                    calls = [dataclasses.replace(c, index=len(self.calls) + i)
+                             for i, c in enumerate(read)]  # fmt: skip
                 if not answered:  # templates put a blank line between thinking and answer
                     text = text.lstrip()
                     answered = bool(text)
                 self.reasoning.append(reasoning)
-                yield dataclasses.replace(delta, text=text, reasoning=reasoning)
+                self.calls += calls
+                finish = delta.finish_reason
+                if finish == "stop" and self.calls:
+                    finish = "tool_calls"
+                yield dataclasses.replace(
+                    delta, text=text, reasoning=reasoning, tool_calls=tuple(calls),
+                    finish_reason=finish,
+                )  # fmt: skip
 
     async def finish(self, reply: str) -> dict[str, Any]:
         """Save the request's messages and ``reply`` to the session, if any (call it once the
@@ -101,7 +127,8 @@ class ChatTurn:
         if self.keep_reasoning and thinking and self.engine.reasoning_tags:
             start, end = self.engine.reasoning_tags
             reply = f"{start}{thinking}{end}\n\n{reply}"
-        turn.append(Message(role="assistant", content=reply))
+        calls = openai_tool_calls(tuple(self.calls), streamed=False) if self.calls else None
+        turn.append(Message(role="assistant", content=reply, tool_calls=calls))
         service = self.call.service.name
         session = await self.host.sessions.append(service, self.session_id, turn)
         return {"session": {"id": session.id, "trimmed_messages": self.trimmed}}

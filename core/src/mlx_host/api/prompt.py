@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlx_host.api.schemas import ChatCompletionRequest, ChatMessage
+from mlx_host.api.tool_calls import template_messages
 from mlx_host.errors import InvalidRequestError, RequestTooLargeError
 from mlx_host.generation import TextGenerator
 from mlx_host.services import ServicePolicy
@@ -33,7 +35,7 @@ def build_prompt(
     def too_long(prompt: list[int]) -> bool:
         return bool(limit) and len(prompt) + max_tokens > limit
 
-    prompt = engine.chat_prompt(system + history + messages, options)
+    prompt = engine.chat_prompt(template_messages(system + history + messages), options)
     if too_long(prompt) and history and policy.history_trim == "error":
         raise RequestTooLargeError(
             f"The session history and request need {len(prompt) + max_tokens} tokens with "
@@ -43,7 +45,9 @@ def build_prompt(
     trimmed = 0
     while too_long(prompt) and trimmed < len(history):
         trimmed += 1
-        prompt = engine.chat_prompt(system + history[trimmed:] + messages, options)
+        prompt = engine.chat_prompt(
+            template_messages(system + history[trimmed:] + messages), options
+        )
     check_fits(prompt, engine.context_length, "messages")
     return prompt, trimmed
 
@@ -52,7 +56,8 @@ def template_options(
     body: ChatCompletionRequest, engine: TextGenerator, model: str
 ) -> dict[str, Any]:
     """The chat template options a request asks for: ``chat_template_kwargs`` the template
-    reads, and ``reasoning_effort`` as the template takes it; 400 naming what it cannot."""
+    reads, ``tools`` (unless ``tool_choice`` is none), and ``reasoning_effort`` as the
+    template takes it; 400 naming what it cannot."""
     options: dict[str, Any] = {}
     for key, value in (body.chat_template_kwargs or {}).items():
         if key not in engine.template_options:
@@ -63,6 +68,14 @@ def template_options(
                 code="unsupported_parameter",
             )
         options[key] = value
+    if body.tools and body.tool_choice != "none":
+        if engine.tool_format is None:
+            raise InvalidRequestError(
+                f"tools are not supported by {model!r}: its chat template renders no tools",
+                param="tools",
+                code="unsupported_parameter",
+            )
+        options["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
     effort = body.reasoning_effort
     if effort is not None:
         if "reasoning_effort" in engine.template_options:
@@ -89,8 +102,27 @@ def check_fits(prompt: list[int], context_length: int | None, param: str) -> Non
 
 
 def request_messages(body_messages: list[ChatMessage]) -> Messages:
-    """The request's messages as plain dicts (``developer`` is the system role to templates)."""
-    return [
-        {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-        for m in body_messages
-    ]
+    """The request's messages as plain OpenAI-shaped dicts (``developer`` is the system role
+    to templates); 400 for a tool call whose arguments are not a JSON object."""
+    out: Messages = []
+    for i, m in enumerate(body_messages):
+        message: dict[str, Any] = {
+            "role": "system" if m.role == "developer" else m.role,
+            "content": m.text(),
+        }
+        if m.tool_calls:
+            for c in m.tool_calls:
+                try:
+                    is_object = isinstance(json.loads(c.function.arguments), dict)
+                except ValueError:
+                    is_object = False
+                if not is_object:
+                    raise InvalidRequestError(
+                        f"messages[{i}]: the arguments of tool call {c.id!r} are not a JSON object",
+                        param=f"messages.{i}.tool_calls",
+                    )
+            message["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
+    return out

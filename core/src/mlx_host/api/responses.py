@@ -88,7 +88,8 @@ async def until_done(work: Awaitable[T], request: Request) -> T:
 
 async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
     """The whole answer and its last delta, which carries the finish reason, the counts, the
-    whole thinking and (when asked for) the log probabilities of every token."""
+    whole thinking, every tool call and (when asked for) the log probabilities of every
+    token."""
 
     async def gather() -> list[Delta]:
         async with aclosing(deltas):  # type: ignore[type-var]
@@ -99,6 +100,7 @@ async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, 
         parts[-1],
         logprobs=tuple(e for d in parts for e in d.logprobs),
         reasoning="".join(d.reasoning for d in parts),
+        tool_calls=tuple(c for d in parts for c in d.tool_calls),
     )
     return "".join(d.text for d in parts), last
 
@@ -148,12 +150,14 @@ async def _events(
             while delta is not None:
                 last = delta
                 text.append(delta.text)
-                if delta.text or delta.reasoning or delta.logprobs:
+                if delta.text or delta.reasoning or delta.logprobs or delta.tool_calls:
                     yield sse_event({**head, "choices": [choice(delta, None)]})
                 if delta.finish_reason:
                     extra = await on_finish("".join(text))
-                    end = choice(dataclasses.replace(delta, text="", reasoning="", logprobs=()),
-                                 delta.finish_reason)  # fmt: skip
+                    nothing = dataclasses.replace(
+                        delta, text="", reasoning="", logprobs=(), tool_calls=()
+                    )
+                    end = choice(nothing, delta.finish_reason)
                     yield sse_event({**head, "choices": [end], **extra})
                     break
                 delta = await anext(rest, None)

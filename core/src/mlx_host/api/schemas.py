@@ -40,6 +40,47 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    """The function an assistant message called: ``arguments`` is a JSON object's text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    arguments: str
+
+
+class ToolCallParam(BaseModel):
+    """A tool call in an assistant message of the history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionSpec(BaseModel):
+    """A function the model may call: its name, what it does, and its parameters' schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: Annotated[bool | None, _refuse_unless_neutral(False)] = Field(
+        None, description="Arguments are not yet held to the schema while decoding: not true."
+    )
+
+
+class Tool(BaseModel):
+    """One of ``tools``: a function."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
 class ChatMessage(BaseModel):
     """A message of the conversation."""
 
@@ -48,11 +89,21 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: Unsupported = None
-    tool_call_id: Unsupported = None
+    tool_calls: list[ToolCallParam] | None = Field(None, description="Assistant messages only.")
+    tool_call_id: str | None = Field(
+        None, max_length=128, description="Tool messages: the call they answer."
+    )
     function_call: Unsupported = None
     refusal: Unsupported = None
     audio: Unsupported = None
+
+    @model_validator(mode="after")
+    def _tool_fields_fit_the_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls belong to assistant messages")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("tool messages, and only they, need tool_call_id")
+        return self
 
     def text(self) -> str:
         """The message's text; 400 for non-text parts such as images."""
@@ -207,9 +258,17 @@ class ChatCompletionRequest(GenerationRequest):
         None, ge=0, le=20, strict=True,
         description="With logprobs: this many most likely tokens at each position.",
     )  # fmt: skip
-    tools: Annotated[Any, _refuse_unless_neutral([])] = None
-    tool_choice: Annotated[Any, _refuse_unless_neutral("none")] = None
-    parallel_tool_calls: Unsupported = None
+    tools: list[Tool] | None = Field(
+        None, max_length=128, description="Functions the model may call, for models whose "
+        "chat template renders tools (400 otherwise)."
+    )  # fmt: skip
+    tool_choice: Annotated[Any, _refuse_unless_neutral("none", "auto")] = Field(
+        None, description="none or auto (the default with tools); required and a named "
+        "function are not yet enforced, so they are refused."
+    )  # fmt: skip
+    parallel_tool_calls: Annotated[bool | None, _refuse_unless_neutral(True)] = Field(
+        None, description="The model may call several tools at once: true only."
+    )
     functions: Unsupported = None
     function_call: Unsupported = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(

@@ -21,7 +21,7 @@ from mlx_host.engine.device import preferred_weight_format
 from mlx_host.engine.grammar import GrammarCompiler
 from mlx_host.engine.scheduler import BatchScheduler
 from mlx_host.errors import InvalidRequestError, ModelLoadError
-from mlx_host.generation import Delta, TextRequest
+from mlx_host.generation import Delta, TextRequest, ToolCallFormat
 from mlx_host.models.engine import Engine, EngineState, PreparedModel
 from mlx_host.models.sources import needs_conversion, prepare, stored_format
 
@@ -142,6 +142,14 @@ class LLMEngine(Engine):
         if not self.tokenizer.has_thinking:
             return None
         return self.tokenizer.think_start, self.tokenizer.think_end
+
+    @property
+    def tool_format(self) -> ToolCallFormat | None:
+        """The tool-call format mlx-lm chose from the chat template (None: no tools)."""
+        t = self.tokenizer
+        if not t.has_tool_calling:
+            return None
+        return ToolCallFormat(t.tool_call_start, t.tool_call_end or "", t.tool_parser)
 
     @property
     def template_options(self) -> frozenset[str]:

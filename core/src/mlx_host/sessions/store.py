@@ -24,6 +24,10 @@ class Message(BaseModel):
 
     role: Role
     content: str
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="An assistant message's tool calls, as OpenAI shapes them."
+    )
+    tool_call_id: str | None = Field(None, description="A tool message's call.")
     created_at: float = Field(default_factory=time.time)
 
 

@@ -114,7 +114,7 @@ async def extract(
         )
     return {
         "object": "extraction",
-        "model": turn.call.model_name,
+        "model": turn.model.name,  # the model that answered (a stand-in, maybe), as chat says
         "data": data,
         "usage": usage(last),
     }
