@@ -227,6 +227,10 @@ class FakeLLM(Engine):
         """A character per token."""
         return "".join(map(chr, tokens))
 
+    def fill_in_middle(self, prefix: str, suffix: str) -> list[int] | None:
+        """StarCoder's format, in plain characters."""
+        return self.encode(f"<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>")
+
     def encode(self, text: str) -> list[int]:
         """A token per character."""
         return [ord(c) for c in text]

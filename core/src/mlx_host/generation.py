@@ -145,6 +145,11 @@ class TextGenerator(Protocol):
         """The text of ``tokens``."""
         ...
 
+    def fill_in_middle(self, prefix: str, suffix: str) -> list[int] | None:
+        """The prompt that has the model write what goes between ``prefix`` and ``suffix``
+        (None: its tokenizer has no fill-in-the-middle tokens)."""
+        ...
+
     def encode(self, text: str) -> list[int]:
         """Tokens of plain text (no template)."""
         ...

@@ -40,6 +40,12 @@ class ServicePolicy(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Default nucleus-sampling mass.")
     max_tokens: int = Field(512, gt=0, description="Default max_tokens when a request omits it.")
     max_tokens_cap: int = Field(2048, gt=0, description="Largest max_tokens a request may ask.")
+    completion_stop: tuple[str, ...] = Field(
+        (),
+        max_length=4,
+        description="Stop strings for text completions (and fill in the middle) that name "
+        "none: where a completion of code should end, say.",
+    )
     response_format: Literal["text", "json_object"] = Field(
         "text",
         description="The answers' form when a request names none: free text, or a JSON "

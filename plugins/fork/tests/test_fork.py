@@ -40,3 +40,25 @@ def test_fork_gets_404_for_a_model_the_server_lacks(mlx_host_fake_server: Runnin
         mlx_host_fake_server.openai("fork").chat.completions.create(
             model="no-such-model", messages=[{"role": "user", "content": "x"}]
         )
+
+
+def test_fork_fills_in_the_middle_and_stops_at_blank_lines(
+    mlx_host_fake_server: RunningServer,
+) -> None:
+    fake = mlx_host_fake_server.fake
+    fake.reply("a + b\n\n\ndef unrelated():")
+    answer = mlx_host_fake_server.openai("fork").completions.create(
+        model="default", prompt="def add(a, b):\n    return ", suffix="\n", max_tokens=40
+    )
+    assert answer.choices[0].text == "a + b"  # the completion stop of fork's policy
+    assert fake.last.params.stop == ("\n\n\n",)
+    assert fake.last.prompt.startswith("<fim_prefix>def add")  # the fake's FIM format
+    # A request's own stop wins; chat has none by default.
+    mlx_host_fake_server.openai("fork").completions.create(
+        model="default", prompt="x", stop=["END"], max_tokens=4
+    )
+    assert fake.last.params.stop == ("END",)
+    mlx_host_fake_server.openai("fork").chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "x"}]
+    )
+    assert fake.last.params.stop == ()

@@ -13,6 +13,7 @@ from mlx_host.api.logprobs import CompletionLogprobs
 from mlx_host.api.prompt import check_fits
 from mlx_host.api.schemas import CompletionRequest
 from mlx_host.api.textgen import TextCall, response_head
+from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import Delta
 
 router = APIRouter(
@@ -47,7 +48,9 @@ async def _nothing(_: str) -> dict[str, Any]:
 async def create_completion(
     body: CompletionRequest, caller: Caller, host: HostDep, request: Request
 ) -> Any:
-    """Continue ``prompt`` as plain text (OpenAI-compatible); ``stream: true`` for SSE.
+    """Continue ``prompt`` as plain text (OpenAI-compatible); ``stream: true`` for SSE. With
+    ``suffix``, write what goes between ``prompt`` and ``suffix`` (fill in the middle), for
+    models whose tokenizer has FIM tokens.
 
     The service's defaults and caps apply; its system prompt does not (there is no chat).
     """
@@ -55,6 +58,16 @@ async def create_completion(
     text = body.prompt_text()
     model, engine = await call.load()
     prompt = engine.encode(text)
+    if body.suffix:
+        fim = engine.fill_in_middle(text, body.suffix)
+        if fim is None:
+            raise InvalidRequestError(
+                f"suffix is not supported by {model.name!r}: its tokenizer has no "
+                "fill-in-the-middle tokens",
+                param="suffix",
+                code="unsupported_parameter",
+            )
+        prompt = fim
     check_fits(prompt, engine.context_length, "prompt")
     choices = _Choices(logprobs=call.params.logprobs is not None)
     return await call.answer(

@@ -12,8 +12,11 @@ from mlx_host.generation import OutputFormat, SamplingParams
 from mlx_host.services import ServiceSpec
 
 
-def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -> SamplingParams:
-    """The request's sampling parameters with the service's defaults filled in and caps applied."""
+def sampling_params(
+    body: GenerationRequest, service: ServiceSpec, limit: int, completion: bool = False
+) -> SamplingParams:
+    """The request's sampling parameters with the service's defaults filled in and caps
+    applied (a text ``completion`` that names no stop gets the service's completion stops)."""
     policy = service.policy
     max_tokens = body.requested_max_tokens() or policy.max_tokens
     cap = min(policy.max_tokens_cap, limit)
@@ -29,7 +32,7 @@ def sampling_params(body: GenerationRequest, service: ServiceSpec, limit: int) -
         temperature=policy.temperature if body.temperature is None else body.temperature,
         top_p=policy.top_p if body.top_p is None else body.top_p,
         seed=body.seed,
-        stop=body.stop_list(),
+        stop=body.stop_list() or (policy.completion_stop if completion else ()),
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=_logit_bias(body.logit_bias or {}),

@@ -321,7 +321,10 @@ class CompletionRequest(GenerationRequest):
         None, description="One candidate per request: 1 only."
     )
     echo: Annotated[bool | None, _refuse_unless_neutral(False)] = None
-    suffix: Unsupported = None
+    suffix: str | None = Field(
+        None, description="Fill in the middle: the completion goes between prompt and suffix, "
+        "for models whose tokenizer has FIM tokens (400 otherwise)."
+    )  # fmt: skip
     logprobs: int | None = Field(
         None, ge=0, le=5, strict=True,
         description="Return each token's log probability and this many most likely tokens.",

@@ -42,7 +42,9 @@ class TextCall:
     ) -> TextCall:
         """Choose the model and sampling (404, 403 or 400 before anything loads)."""
         name = host.models.registry.choose(service, capability, body.model)
-        params = sampling_params(body, service, host.settings.max_tokens_limit)
+        params = sampling_params(
+            body, service, host.settings.max_tokens_limit, capability == "completion"
+        )
         return cls(host, service, capability, name, params, output_format(body, service))
 
     async def load(self) -> tuple[LoadedModel, TextGenerator]:

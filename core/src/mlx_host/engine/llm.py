@@ -21,6 +21,7 @@ from mlx_host.engine.device import preferred_weight_format
 from mlx_host.engine.grammar import GrammarCompiler
 from mlx_host.engine.scheduler import BatchScheduler
 from mlx_host.errors import InvalidRequestError, ModelLoadError
+from mlx_host.fim import fim_prompt, find_format
 from mlx_host.generation import Delta, TextRequest, ToolCallFormat
 from mlx_host.models.engine import Engine, EngineState, PreparedModel
 from mlx_host.models.sources import needs_conversion, prepare, stored_format
@@ -193,6 +194,21 @@ class LLMEngine(Engine):
     def decode(self, tokens: list[int]) -> str:
         """The text of ``tokens``, special tokens included."""
         return str(self.tokenizer.decode(tokens))
+
+    def fill_in_middle(self, prefix: str, suffix: str) -> list[int] | None:
+        """The FIM prompt in the format of the tokenizer's FIM tokens (None: it has none)."""
+        vocabulary = self.tokenizer.get_vocab()
+        fmt = find_format(vocabulary)
+        if fmt is None:
+            return None
+
+        def encode(text: str) -> list[int]:
+            # Code that contains a special token's text stays text.
+            return list(
+                self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+            )
+
+        return fim_prompt(fmt, vocabulary, encode, prefix, suffix)
 
     async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
         """The answer from the shared batch, held to the request's format (400 naming what

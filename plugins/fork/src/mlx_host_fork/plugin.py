@@ -15,7 +15,10 @@ SERVICE = ServiceSpec(
             "You are Fork, a coding assistant. Answer with correct, minimal code in fenced "
             "blocks and a short explanation."
         ),
-        temperature=0.2,
+        # Code wants the likeliest tokens; a completion (or a middle filled in with suffix)
+        # ends at the first blank lines, where the next unit of code would start.
+        temperature=0.1,
+        completion_stop=("\n\n\n",),
         max_tokens=1024,
         max_tokens_cap=4096,
         allowed_models=("qwen3-14b", "smollm2-135m-instruct"),
