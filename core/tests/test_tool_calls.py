@@ -157,17 +157,45 @@ def test_bad_tool_messages_get_400(server: RunningServer, messages: list, param:
     assert response.json()["error"]["param"] == param
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"tool_choice": "required"}, "tool_choice"),
-    ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
-    ({"parallel_tool_calls": False}, "parallel_tool_calls"),
-    ({"tools": [{**WEATHER, "function": {**WEATHER["function"], "strict": True}}]},
+@pytest.mark.parametrize(("choice", "parallel", "allowed"), [
+    ("required", None, ["get_weather", "get_time"]),
+    ({"type": "function", "function": {"name": "get_time"}}, False, ["get_time"]),
+])  # fmt: skip
+def test_a_forced_tool_choice_is_held_by_a_grammar(
+    server: RunningServer, fake, choice: Any, parallel: bool | None, allowed: list[str]
+) -> None:
+    clock = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
+    body = {"messages": ASK, "tools": [WEATHER, clock], "tool_choice": choice}
+    if parallel is not None:
+        body["parallel_tool_calls"] = parallel
+    fake.reply('<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>')
+    answer = post(server, body).json()
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    held = fake.last.format
+    assert held.type == "grammar"
+    for name in ("get_weather", "get_time"):
+        assert (f'"const": "{name}"' in held.grammar) == (name in allowed)
+    assert ('("\\n" call)*' in held.grammar) == (parallel is not False)  # more calls?
+
+
+@pytest.mark.parametrize(("model", "body", "param"), [
+    ("default", {"tool_choice": {"type": "function", "function": {"name": "nope"}}},
+     "tool_choice"),
+    ("default", {"tool_choice": "required", "response_format": {"type": "json_object"}},
+     "response_format"),
+    ("default", {"parallel_tool_calls": False}, "parallel_tool_calls"),
+    ("mistral-small", {"tool_choice": "required"}, "tool_choice"),
+    ("default", {"tools": [{**WEATHER, "function": {**WEATHER["function"], "strict": True}}]},
      "tools.0.function.strict"),
 ])  # fmt: skip
-def test_what_is_not_enforced_is_refused(server: RunningServer, body: dict, param: str) -> None:
-    response = post(server, {"messages": ASK, "tools": [WEATHER], **body})
+def test_tool_choices_that_cannot_be_held_are_refused(
+    server: RunningServer, model: str, body: dict, param: str
+) -> None:
+    response = post(server, {"model": model, "messages": ASK, "tools": [WEATHER], **body})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+    no_tools = post(server, {"messages": ASK, "tool_choice": "required"})
+    assert no_tools.status_code == 400 and no_tools.json()["error"]["param"] == "tool_choice"
 
 
 def test_sessions_keep_tool_calls_and_results(server: RunningServer, fake) -> None:

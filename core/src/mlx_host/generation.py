@@ -37,11 +37,13 @@ class SamplingParams:
 class OutputFormat:
     """A form the answer must take, enforced while it is decoded (each token is chosen among
     those that keep the text valid): ``json_object`` is any JSON object, ``json_schema`` a
-    JSON value valid against ``schema``."""
+    JSON value valid against ``schema``, ``grammar`` text of an llguidance Lark ``grammar``
+    (a forced tool call, say)."""
 
-    type: Literal["json_object", "json_schema"]
+    type: Literal["json_object", "json_schema", "grammar"]
     schema: dict[str, Any] | None = None
     name: str | None = None  # the schema's name, for messages
+    grammar: str | None = None
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON schema the answer follows."""
@@ -91,11 +93,16 @@ class ToolCall:
 class ToolCallFormat:
     """How a model writes tool calls: each call's text between ``start`` and ``end`` (an
     empty ``end``: to the end of the answer), read by ``parse(text, tools)`` into a
-    ``{"name", "arguments"}`` dict or a list of them (``ValueError`` when it cannot)."""
+    ``{"name", "arguments"}`` dict or a list of them (``ValueError`` when it cannot).
+    ``family`` names mlx-lm's parser (``json_tools``, ``mistral``, ...); ``start_id`` and
+    ``end_id`` are the tags' token ids where each is one token of the vocabulary."""
 
     start: str
     end: str
     parse: Callable[[str, list[dict[str, Any]] | None], Any]
+    family: str = ""
+    start_id: int | None = None
+    end_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ from mlx_host.api.prompt import Messages, build_prompt, request_messages, templa
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.api.textgen import TextCall
 from mlx_host.api.tool_calls import ToolCallReader, openai_tool_calls
+from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import Delta, TextGenerator, ToolCall
 from mlx_host.host import Host
+from mlx_host.json_grammar import tool_call_grammar
 from mlx_host.markup import TagSplitter
 from mlx_host.models.manager import LoadedModel
 from mlx_host.services import ServiceSpec
@@ -61,6 +63,28 @@ class ChatTurn:
             ]  # fmt: skip
         model, engine = await call.load()
         options = template_options(body, engine, call.model_name)
+        forced, function = body.forced_tool()
+        if forced and "tools" in options:
+            if call.format is not None:
+                raise InvalidRequestError(
+                    "response_format cannot be combined with a forced tool_choice",
+                    param="response_format",
+                )
+            assert engine.tool_format is not None  # template_options checked it
+            grammar = tool_call_grammar(
+                engine.tool_format,
+                options["tools"],
+                function,
+                body.parallel_tool_calls is not False,
+            )
+            call = dataclasses.replace(call, format=grammar)
+        elif body.parallel_tool_calls is False and body.tools:
+            raise InvalidRequestError(
+                "parallel_tool_calls false is enforced only with tool_choice required or a "
+                "named function",
+                param="parallel_tool_calls",
+                code="unsupported_parameter",
+            )
         messages = request_messages(body.messages)
         prompt, trimmed = build_prompt(
             engine, service.policy, history, messages, call.params.max_tokens, options

@@ -81,6 +81,23 @@ class Tool(BaseModel):
     function: FunctionSpec
 
 
+class NamedFunction(BaseModel):
+    """The function a named ``tool_choice`` forces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """``tool_choice`` naming one function: the answer is a call to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatMessage(BaseModel):
     """A message of the conversation."""
 
@@ -262,13 +279,15 @@ class ChatCompletionRequest(GenerationRequest):
         None, max_length=128, description="Functions the model may call, for models whose "
         "chat template renders tools (400 otherwise)."
     )  # fmt: skip
-    tool_choice: Annotated[Any, _refuse_unless_neutral("none", "auto")] = Field(
-        None, description="none or auto (the default with tools); required and a named "
-        "function are not yet enforced, so they are refused."
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="auto (the default with tools), none, required (the answer is tool "
+        "calls only) or a named function (a call to it), the last two enforced while decoding "
+        "for models whose calls are Hermes/Qwen JSON."
     )  # fmt: skip
-    parallel_tool_calls: Annotated[bool | None, _refuse_unless_neutral(True)] = Field(
-        None, description="The model may call several tools at once: true only."
-    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="false: at most one call, enforced with a forced tool_choice (400 "
+        "with auto, where it cannot be)."
+    )  # fmt: skip
     functions: Unsupported = None
     function_call: Unsupported = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
@@ -303,6 +322,16 @@ class ChatCompletionRequest(GenerationRequest):
                 )
             return None
         return self.top_logprobs or 0
+
+    def forced_tool(self) -> tuple[bool, str | None]:
+        """Whether ``tool_choice`` forces a call, and to which function (None: any of
+        ``tools``); 400 for a forced choice without tools."""
+        choice = self.tool_choice
+        if choice in (None, "none", "auto"):
+            return False, None
+        if not self.tools:
+            raise InvalidRequestError("tool_choice needs tools", param="tool_choice")
+        return True, choice.function.name if isinstance(choice, NamedToolChoice) else None
 
     def requested_max_tokens(self) -> int | None:
         """``max_completion_tokens`` (the newer name) wins over ``max_tokens``."""

@@ -102,8 +102,8 @@ class GrammarCompiler:
         """A constraint for ``fmt``; 400 naming what cannot be enforced in the schema, or
         when this model's tokenizer cannot be used for grammars (never an unconstrained
         answer instead)."""
-        grammar = compile_format(fmt)
         ll = self._ll_tokenizer()
+        grammar = compile_format(fmt, ll)
         matcher = llguidance.LLMatcher(ll, grammar, log_level=0)
         if matcher.is_error():
             raise bad_schema(fmt, matcher.get_error())

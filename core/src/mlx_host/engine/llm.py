@@ -150,7 +150,16 @@ class LLMEngine(Engine):
         t = self.tokenizer
         if not t.has_tool_calling:
             return None
-        return ToolCallFormat(t.tool_call_start, t.tool_call_end or "", t.tool_parser)
+        starts: tuple[int, ...] = tuple(t.tool_call_start_tokens or ())
+        ends: tuple[int, ...] = tuple(t.tool_call_end_tokens or ())
+        return ToolCallFormat(
+            t.tool_call_start,
+            t.tool_call_end or "",
+            t.tool_parser,
+            family=t.tool_parser.__module__.rsplit(".", 1)[-1],
+            start_id=starts[0] if len(starts) == 1 else None,
+            end_id=ends[0] if len(ends) == 1 else None,
+        )
 
     @property
     def template_options(self) -> frozenset[str]:

@@ -13,5 +13,5 @@ def named(parser: str) -> ToolCallFormat:
     """The format of ``mlx_lm.tool_parsers.<parser>``."""
     module = importlib.import_module(f"mlx_lm.tool_parsers.{parser}")
     return ToolCallFormat(
-        module.tool_call_start, module.tool_call_end or "", module.parse_tool_call
+        module.tool_call_start, module.tool_call_end or "", module.parse_tool_call, parser
     )
