@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from mlx_host import ServicePolicy, ServiceSpec, hookimpl
+from mlx_host.fake import FakeLog
 from mlx_host.plugins import PluginManager
 from mlx_host.testing import RunningServer, free_socket, run_server
 
@@ -69,6 +70,15 @@ def server(mlx_host_cache_dir: Path, broken_model_dir: Path) -> Iterator[Running
     settings = {"stand_in_models": {}, "models": {"broken": str(broken_model_dir)}}
     with run_server(settings, plugin_manager(ALPHA, BETA), mlx_host_cache_dir) as running:
         yield running
+
+
+@pytest.fixture
+def fake(server: RunningServer) -> FakeLog:
+    """The fake engines' log of the module's ``server`` (one started with ``fake=True``),
+    cleared for the test."""
+    assert server.fake is not None, "this module's server does not run on the fake engines"
+    server.fake.clear()
+    return server.fake
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,6 @@ def server(mlx_host_cache_dir: Path) -> Iterator[RunningServer]:
         yield running
 
 
-@pytest.fixture
-def fake(server: RunningServer):
-    assert server.fake is not None
-    server.fake.clear()
-    return server.fake
-
-
 def test_the_first_piece_arrives_before_the_answer_is_finished(server: RunningServer, fake) -> None:
     fake.reply("streamed, not buffered")
     with fake.hold():

@@ -51,13 +51,6 @@ def server(mlx_host_cache_dir: Path) -> Iterator[RunningServer]:
         yield running
 
 
-@pytest.fixture
-def fake(server: RunningServer):
-    assert server.fake is not None
-    server.fake.clear()
-    return server.fake
-
-
 ASK = [{"role": "user", "content": "Hi"}]
 
 

@@ -50,13 +50,6 @@ def server(mlx_host_cache_dir: Path) -> Iterator[RunningServer]:
         yield running
 
 
-@pytest.fixture
-def fake(server: RunningServer):
-    assert server.fake is not None
-    server.fake.clear()
-    return server.fake
-
-
 def post(server: RunningServer, body: dict[str, Any]) -> httpx.Response:
     headers = {"Authorization": f"Bearer {server.keys['tooly']}"}
     return httpx.post(f"{server.api_url}/chat/completions", json=body, headers=headers)

@@ -21,7 +21,6 @@ import time
 import zipfile
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -35,7 +34,7 @@ from mlx_host.embeddings import EmbeddingInput, Embeddings
 from mlx_host.engine import memory
 from mlx_host.engine.bert import BertConfig, BertEncoder, Pooling, load_bert
 from mlx_host.engine.device import device_name
-from mlx_host.engine.worker import WorkerEngine
+from mlx_host.engine.worker import STOP, ThreadWorkerEngine
 from mlx_host.errors import (
     GenerationError,
     InvalidRequestError,
@@ -44,7 +43,6 @@ from mlx_host.errors import (
 )
 from mlx_host.models.engine import PreparedModel
 from mlx_host.models.sources import file_digest, locate
-from mlx_host.runtime.threads import MLXThread
 
 if TYPE_CHECKING:
     from mlx_host.models.memory import KVClaim
@@ -60,7 +58,6 @@ logger = logging.getLogger(__name__)
 TOKENS_PER_PASS = {"cpu": 512, "gpu": 8192}
 #: The files a sentence-transformers BERT directory must have.
 _REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
-_STOP = object()
 
 
 @dataclass(eq=False)
@@ -80,7 +77,7 @@ def _is_sentence_encoder(path: Path) -> bool:
     return path.is_dir() and all((path / name).exists() for name in _REQUIRED)
 
 
-class BertEmbeddingEngine(WorkerEngine):
+class BertEmbeddingEngine(ThreadWorkerEngine):
     """Embeds for every service with a BERT sentence encoder (all-MiniLM-L6-v2 and its kin),
     pooled and normalized as the model's sentence-transformers configuration says."""
 
@@ -116,7 +113,6 @@ class BertEmbeddingEngine(WorkerEngine):
         super().__init__(spec, prepared, settings, claim)
         memory.set_buffer_cache_limit(settings.mlx_cache_limit_bytes)
         self.tokens_per_pass = TOKENS_PER_PASS[device_name()]
-        self.weight_bytes = 0
         # Set by _read_model in the worker, before the engine is ready:
         self.dimensions = self.vocab_size = self.max_input_tokens = 0
         self._config: BertConfig
@@ -124,35 +120,6 @@ class BertEmbeddingEngine(WorkerEngine):
         self._cls = self._sep = 0
         self._model: BertEncoder | None = None
         self._pooling: Pooling
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._loaded: Future[None] = Future()
-        self._thread = MLXThread(self._run, name=f"mlx-{spec.name}")
-
-    async def start(self) -> None:
-        """Load the model in the worker thread."""
-        self._thread.start()
-        await asyncio.wrap_future(self._loaded)
-
-    @property
-    def memory_bytes(self) -> int:
-        """The weights, and what the pass in progress works with."""
-        return self.weight_bytes + self.claim.nbytes
-
-    @property
-    def claimed_in_use_bytes(self) -> int:
-        """The working memory of the pass in progress, which its claim covers."""
-        return self.claim.nbytes
-
-    async def close(self, wait_seconds: float) -> None:
-        """Stop the worker after the current pass (leaving it behind if it is stuck)."""
-        self._accepting = False
-        self._inbox.put(_STOP)
-        await asyncio.to_thread(self._thread.join, wait_seconds)
-        if self._thread.is_alive():
-            logger.error(
-                "the worker of %s did not stop within %.0f s", self.spec.name, wait_seconds
-            )
-            self._state = "stopped"
 
     def describe(self) -> dict[str, Any]:
         """Weights, vector length and the requests being embedded."""
@@ -310,7 +277,7 @@ class BertEmbeddingEngine(WorkerEngine):
                 item = self._inbox.get(block=block)
             except queue.Empty:
                 return True
-            if item is _STOP:
+            if item is STOP:
                 return False
             pending.append(item)
             block = False

@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import queue
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -33,7 +31,7 @@ from mlx_host.engine import memory
 from mlx_host.engine.ct2 import is_ct2_whisper
 from mlx_host.engine.device import preferred_weight_format
 from mlx_host.engine.transcribe import Cancelled, WindowedTranscription
-from mlx_host.engine.worker import WorkerEngine
+from mlx_host.engine.worker import STOP, ThreadWorkerEngine
 from mlx_host.errors import (
     GenerationError,
     MLXHostError,
@@ -42,7 +40,6 @@ from mlx_host.errors import (
 )
 from mlx_host.models.engine import PreparedModel
 from mlx_host.models.sources import convert_into_cache, directory_digest, locate
-from mlx_host.runtime.threads import MLXThread
 from mlx_host.transcription import TranscriptionOptions, TranscriptPiece
 
 if TYPE_CHECKING:
@@ -51,7 +48,6 @@ if TYPE_CHECKING:
     from mlx_host.settings import Settings
 
 logger = logging.getLogger(__name__)
-_STOP = object()
 
 
 def _is_mlx_whisper(path: Path) -> bool:
@@ -99,7 +95,7 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-class WhisperEngine(WorkerEngine):
+class WhisperEngine(ThreadWorkerEngine):
     """Transcribes for every service, one file at a time per model, in its own thread."""
 
     kind = "stt"
@@ -140,39 +136,9 @@ class WhisperEngine(WorkerEngine):
     ) -> None:
         super().__init__(spec, prepared, settings, claim)
         memory.set_buffer_cache_limit(settings.mlx_cache_limit_bytes)
-        self.weight_bytes = 0
         self.working_bytes = 0  # what one transcription needs beside the weights
         self.multilingual = False
         self.languages: frozenset[str] = frozenset({"en"})
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._loaded: Future[None] = Future()
-        self._thread = MLXThread(self._run, name=f"mlx-{spec.name}")
-
-    async def start(self) -> None:
-        """Load the model in the worker thread."""
-        self._thread.start()
-        await asyncio.wrap_future(self._loaded)
-
-    @property
-    def memory_bytes(self) -> int:
-        """The weights, and what a transcription in progress works with."""
-        return self.weight_bytes + self.claim.nbytes
-
-    @property
-    def claimed_in_use_bytes(self) -> int:
-        """A running transcription's working memory, which its claim covers."""
-        return self.claim.nbytes
-
-    async def close(self, wait_seconds: float) -> None:
-        """Stop the worker after the current token (leaving it behind if it is stuck)."""
-        self._accepting = False
-        self._inbox.put(_STOP)
-        await asyncio.to_thread(self._thread.join, wait_seconds)
-        if self._thread.is_alive():
-            logger.error(
-                "the worker of %s did not stop within %.0f s", self.spec.name, wait_seconds
-            )
-            self._state = "stopped"
 
     def describe(self) -> dict[str, Any]:
         """Weights and the transcriptions running or queued."""
@@ -254,7 +220,7 @@ class WhisperEngine(WorkerEngine):
         self._state = "ready"
         self._loaded.set_result(None)
         try:
-            while (job := self._inbox.get()) is not _STOP:
+            while (job := self._inbox.get()) is not STOP:
                 self._work(job)
         except BaseException:
             logger.exception("the worker of %s died", self.spec.name)

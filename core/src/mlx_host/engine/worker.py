@@ -1,18 +1,27 @@
-"""What the engines that work one request at a time in their own thread share (Whisper,
-speech synthesis): their state, and the admission of a request, which waits in a bounded
-queue (429 beyond it) and is refused while the engine is not serving (503)."""
+"""What the engines whose requests queue for one worker share (Whisper, speech synthesis,
+embeddings): their state, and the admission of a request, which waits in a bounded queue (429
+beyond it) and is refused while the engine is not serving (503); and, for those whose worker
+is a pooled MLX thread fed by an inbox (Whisper, embeddings), the thread's plumbing."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import queue
+from abc import abstractmethod
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from mlx_host.errors import RateLimitError, ServiceUnavailableError
 from mlx_host.models.engine import Engine, EngineState, PreparedModel
+from mlx_host.runtime.threads import MLXThread
 
 if TYPE_CHECKING:
     from mlx_host.models.memory import KVClaim
     from mlx_host.models.spec import ModelSpec
     from mlx_host.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class WorkerEngine(Engine):
@@ -62,3 +71,53 @@ class WorkerEngine(Engine):
                 headers={"Retry-After": "1"},
             )
         self.active_requests += 1
+
+
+#: What ``ThreadWorkerEngine.close`` puts in the inbox to end the worker's loop.
+STOP = object()
+
+
+class ThreadWorkerEngine(WorkerEngine):
+    """A ``WorkerEngine`` whose worker is one pooled MLX thread (``mlx_host.runtime.threads``)
+    running ``_run``: it loads the model, settles ``_loaded``, then takes jobs from
+    ``_inbox`` until ``STOP``. Its memory is the weights (``weight_bytes``, measured at load)
+    and what the work in progress holds under its claim."""
+
+    def __init__(
+        self, spec: ModelSpec, prepared: PreparedModel, settings: Settings, claim: KVClaim
+    ) -> None:
+        super().__init__(spec, prepared, settings, claim)
+        self.weight_bytes = 0
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._loaded: Future[None] = Future()
+        self._thread = MLXThread(self._run, name=f"mlx-{spec.name}")
+
+    @abstractmethod
+    def _run(self) -> None:
+        """The worker: load, settle ``_loaded``, serve the inbox until ``STOP``."""
+
+    async def start(self) -> None:
+        """Load the model in the worker thread."""
+        self._thread.start()
+        await asyncio.wrap_future(self._loaded)
+
+    @property
+    def memory_bytes(self) -> int:
+        """The weights, and what the work in progress holds."""
+        return self.weight_bytes + self.claim.nbytes
+
+    @property
+    def claimed_in_use_bytes(self) -> int:
+        """The work in progress's memory, which its claim covers."""
+        return self.claim.nbytes
+
+    async def close(self, wait_seconds: float) -> None:
+        """Stop the worker after its current work (leaving it behind if it is stuck)."""
+        self._accepting = False
+        self._inbox.put(STOP)
+        await asyncio.to_thread(self._thread.join, wait_seconds)
+        if self._thread.is_alive():
+            logger.error(
+                "the worker of %s did not stop within %.0f s", self.spec.name, wait_seconds
+            )
+            self._state = "stopped"
