@@ -10,11 +10,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from mlx_host.api import metrics
+from mlx_host.api.access import AccessMiddleware
 from mlx_host.api.body_limit import BodyLimitMiddleware
 from mlx_host.api.deps import require_service
 from mlx_host.api.errors import error_responses, install_error_handlers
 from mlx_host.errors import PluginError
 from mlx_host.host import Host
+from mlx_host.metrics import Metrics
 from mlx_host.plugins import PluginManager
 from mlx_host.settings import Settings, get_settings
 
@@ -48,12 +51,16 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
 
     app = FastAPI(title="mlx-host", version="0.1.0", lifespan=lifespan)
     app.state.host = host
+    app.state.metrics = Metrics(host.models)
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
         upload_bytes=settings.max_audio_bytes,
     )
+    # Added last, so outermost: it sees every response, the body limit's 413s included.
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
+    app.include_router(metrics.router)  # at the root, where Prometheus looks
     for route in host.plugins.routes():
         if route.service is not None and route.service not in host.services:
             raise PluginError(

@@ -116,6 +116,9 @@ def serve(
         port=port or settings.port,
         reload=reload,
         log_level=settings.log_level,
+        # mlx_host.access writes one line per request instead: uvicorn's would write query
+        # strings, and a key sent as ?api_key= with them.
+        access_log=False,
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,

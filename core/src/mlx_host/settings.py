@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="Key for management endpoints. Empty: management is disabled."
     )
+    metrics_key: SecretStr | None = Field(
+        None,
+        description="Bearer key that may read GET /metrics (for a Prometheus scraper, which "
+        "then needs no admin key; the admin key works too).",
+    )
     disabled_plugins: CommaList = Field(
         default_factory=list,
         description="Comma-separated entry-point names of service plugins not to load.",

@@ -157,6 +157,7 @@ def run_server(
         uvicorn.Config(
             app,
             log_level="warning",
+            access_log=False,  # mlx_host.access writes the access lines
             lifespan="on",
             timeout_graceful_shutdown=config.shutdown_timeout_seconds,
         )

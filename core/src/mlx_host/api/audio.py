@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from mlx_host import audio
+from mlx_host.api.access import record_of
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.responses import StreamedResponse, until_done
@@ -86,6 +87,7 @@ async def _transcribe(
         caller.spec, "transcription", Transcriber, requested_model
     )
     options = replace(options, model=name)
+    record_of(request).model = name
     if options.language is not None and options.language not in engine.languages:
         only = "" if engine.multilingual else f"; {model.name!r} knows only English"
         raise InvalidRequestError(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from mlx_host.api.access import record_of
 from mlx_host.errors import AuthenticationError, PermissionDeniedError
 from mlx_host.host import Host
 from mlx_host.keys import same_secret
@@ -25,8 +26,9 @@ def get_host(request: Request) -> Host:
 HostDep = Annotated[Host, Depends(get_host)]
 
 
-def get_caller(host: HostDep, credentials: Credentials) -> InstalledService:
-    """The service of the request's bearer key; 401 when missing or unknown."""
+def get_caller(request: Request, host: HostDep, credentials: Credentials) -> InstalledService:
+    """The service of the request's bearer key (recorded for its access line); 401 when
+    missing or unknown."""
     if credentials is None:
         raise AuthenticationError(
             "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
@@ -34,13 +36,16 @@ def get_caller(host: HostDep, credentials: Credentials) -> InstalledService:
     service = host.keys.lookup(credentials.credentials)
     if service is None:
         raise AuthenticationError("Incorrect API key provided")
+    record_of(request).service = service
     return host.services[service]
 
 
 Caller = Annotated[InstalledService, Depends(get_caller)]
 
 
-def get_reader(host: HostDep, credentials: Credentials) -> InstalledService | None:
+def get_reader(
+    request: Request, host: HostDep, credentials: Credentials
+) -> InstalledService | None:
     """For read-only status endpoints: a service key (its service) or the admin key (None)."""
     admin = host.settings.admin_key
     if (
@@ -49,7 +54,7 @@ def get_reader(host: HostDep, credentials: Credentials) -> InstalledService | No
         and same_secret(credentials.credentials, admin.get_secret_value())
     ):
         return None
-    return get_caller(host, credentials)
+    return get_caller(request, host, credentials)
 
 
 Reader = Annotated[InstalledService | None, Depends(get_reader)]

@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlx_host.api.access import record_of
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.responses import until_done
@@ -90,6 +91,9 @@ async def create_embeddings(
     dimensions = _dimensions(body.dimensions, engine, name)
     # A client that leaves takes its inputs out of the engine's queue.
     result = await until_done(engine.embed(inputs, caller.spec.name, body.truncate), request)
+    record = record_of(request)
+    record.model = name
+    record.usage(result.tokens)
     vectors = result.vectors
     if dimensions < engine.dimensions:
         vectors = vectors[:, :dimensions]

@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from mlx_host.api.access import RequestRecord, record_of
 from mlx_host.errors import ClientDisconnectedError, MLXHostError
 from mlx_host.generation import Delta
 
@@ -96,6 +97,7 @@ async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, 
             return [d async for d in deltas]
 
     parts = await until_done(gather(), request)
+    record_of(request).usage(parts[-1].prompt_tokens, parts[-1].completion_tokens)
     last = dataclasses.replace(
         parts[-1],
         logprobs=tuple(e for d in parts for e in d.logprobs),
@@ -126,8 +128,10 @@ async def stream_response(
     gives up the request if the client leaves while it waits.
     """
     first = await until_done(anext(deltas), request)
+    record = record_of(request)
+    record.first_token()
     return StreamedResponse(
-        _events(first, deltas, head, choice, include_usage, on_finish, opening),
+        _events(first, deltas, head, choice, include_usage, on_finish, opening, record),
         close=deltas.aclose,  # type: ignore[attr-defined]
     )
 
@@ -140,6 +144,7 @@ async def _events(
     include_usage: bool,
     on_finish: OnFinish,
     opening: dict[str, Any] | None,
+    record: RequestRecord,
 ) -> AsyncIterator[str]:
     if opening is not None:
         yield sse_event({**head, "choices": [opening]})
@@ -153,6 +158,7 @@ async def _events(
                 if delta.text or delta.reasoning or delta.logprobs or delta.tool_calls:
                     yield sse_event({**head, "choices": [choice(delta, None)]})
                 if delta.finish_reason:
+                    record.usage(delta.prompt_tokens, delta.completion_tokens)
                     extra = await on_finish("".join(text))
                     nothing = dataclasses.replace(
                         delta, text="", reasoning="", logprobs=(), tool_calls=()

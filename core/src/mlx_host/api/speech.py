@@ -20,6 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlx_host import audio_encoding
+from mlx_host.api.access import record_of
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.responses import StreamedResponse, sse_event, until_done
@@ -95,6 +96,7 @@ async def create_speech(
     if not text:
         raise InvalidRequestError("input is empty", param="input", code="empty_input")
     name, model, engine = await host.engine_for(caller.spec, "speech", Synthesizer, body.model)
+    record_of(request).model = name
     voice = choose_voice(engine.voices(), body.voice, caller.spec.policy.voice)
     check_speed(engine, body.speed, model.name)
     encoder = audio_encoding.encoder(body.response_format, engine.sample_rate)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from fastapi import Request
 
+from mlx_host.api.access import record_of
 from mlx_host.api.policy import output_format, sampling_params
 from mlx_host.api.responses import ChoiceBuilder, OnFinish, collect, stream_response, usage
 from mlx_host.api.schemas import GenerationRequest
@@ -80,6 +81,7 @@ class TextCall:
         stream, else one JSON body; ``objects`` names the object of each (whole, chunk), and
         ``on_finish`` adds its fields to the end of either."""
         whole_object, chunk_object = objects
+        record_of(request).model = head["model"]
         if body.stream:
             return await stream_response(
                 deltas, request, {**head, "object": chunk_object}, chunk,

@@ -149,7 +149,9 @@ class ModelManager:
         self.settings = settings
         self.budget = MemoryBudget(budget_bytes, self._held_outside_claims)
         self.budget.relieve = self._relieve
-        self.loads = 0  # completed loads, for status and tests
+        self.loads = 0  # completed loads, for status, metrics and tests
+        self.evictions = 0  # idle models unloaded to make room
+        self.load_seconds = 0.0  # time spent in completed loads
         self.restarts = 0  # models started again after their engine failed
         self._loaded: dict[str, LoadedModel] = {}  # by registry name; shared loads repeat
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}  # by registry name
@@ -328,11 +330,13 @@ class ModelManager:
             await self._make_room(spec.name, estimate)
             if not self.budget.reserve(spec.name, estimate):  # a claim came in meanwhile
                 raise self._no_room(spec.name, estimate, [])
+        started = time.monotonic()
         try:
             engine = engine_class(spec, prepared, self.settings, self.budget.claim(spec.name))
             await engine.start()
         finally:
             self.budget.release(spec.name)
+        self.load_seconds += time.monotonic() - started
         model = LoadedModel([spec], engine, engine_name)
         self._loaded[spec.name] = model
         self.loads += 1
@@ -358,6 +362,7 @@ class ModelManager:
             model = candidates.pop(0)
             logger.info("evicting %s to make room for %s", model.name, name)
             await self._unload(model)
+            self.evictions += 1
             evicted.append(model)
 
     def _no_room(self, name: str, needed: int, leaving: list[LoadedModel]) -> MLXHostError:
