@@ -1,5 +1,7 @@
 """Keys are stored hashed and resolved to their service by prefix."""
 
+import asyncio
+
 import pytest
 
 from mlx_host.errors import PluginError
@@ -16,8 +18,8 @@ def test_keyring_keeps_only_hashes() -> None:
     ring = KeyRing({"vista_": "vista", "fork_": "fork"})
     key = generate_key("fork_")
     assert ring.add(key) == "fork"
-    assert ring.lookup(key) == "fork"
-    assert ring.lookup(key + "x") is None
+    assert asyncio.run(ring.lookup(key)) == "fork"
+    assert asyncio.run(ring.lookup(key + "x")) is None
     assert key not in repr(ring.__dict__)
     assert hash_key(key) in repr(ring.__dict__)
 

@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
         sweeper.cancel()
         await host.models.close(settings.shutdown_timeout_seconds)
         await host.sessions.close()
+        await host.keys.close()
 
     app = FastAPI(title="mlx-host", version="0.1.0", lifespan=lifespan)
     app.state.host = host

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mlx_host.errors import MLXHostError, PluginError
+from mlx_host.key_store import KeyStore, StoredKey, create_key, open_key_store
 from mlx_host.keys import generate_key
 from mlx_host.models.spec import WeightFormatSetting
 from mlx_host.plugins import InstalledService, PluginManager
@@ -24,6 +27,11 @@ from mlx_host.settings import Settings, get_settings
 app = typer.Typer(help="Plugin-based, OpenAI-compatible inference server on MLX.")
 models_app = typer.Typer(help="Model conversion and management.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(
+    help="API keys in the key store (a file, or Redis with MLX_HOST_SESSION_BACKEND=redis): "
+    "a running server accepts new ones and refuses revoked ones at once."
+)
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 
@@ -294,6 +302,94 @@ def main() -> None:
     except (ValidationError, SettingsError, PluginError):
         pass  # the command itself reports it in one line, if it needs the plugins
     app()
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds of ``30d``, ``12h``, ``90m`` or ``45s``."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise _fail(f"--expires {text!r}: give a number and s, m, h or d, e.g. 30d", 2)
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _key_store(settings: Settings) -> KeyStore:
+    return open_key_store(settings.session_backend, settings.keys_file, settings.redis_url)
+
+
+@keys_app.command("create")
+def create_key_command(
+    service: Annotated[str, typer.Option(help="The service the key belongs to.")],
+    name: Annotated[str, typer.Option(help="What the key is for (shown by keys list).")] = "",
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 30d, 12h; default: until revoked.")
+    ] = None,
+) -> None:
+    """Create a key for SERVICE and print it, once: only its hash is stored."""
+    settings = _settings()
+    _, services = _plugins(settings)
+    spec = next((s.spec for s in services if s.spec.name == service), None)
+    if spec is None:
+        known = ", ".join(sorted(s.spec.name for s in services))
+        raise _fail(f"no service {service!r} is installed (installed: {known})", 2)
+    lifetime = _duration(expires) if expires else None
+    store = _key_store(settings)
+
+    async def create() -> tuple[str, StoredKey]:
+        try:
+            return await create_key(store, spec.name, spec.key_prefix, name, lifetime)
+        finally:
+            await store.close()
+
+    key, record = asyncio.run(create())
+    console.print(f"Created {record.id} for {service} (shown once; store it now):")
+    print(key, flush=True)  # plain: a wrapped key cannot be copied
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """List the stored keys: id, service, name, created, expires, last used, revoked (never
+    the key)."""
+    store = _key_store(_settings())
+
+    async def read() -> list[StoredKey]:
+        try:
+            return await store.all()
+        finally:
+            await store.close()
+
+    table = Table(title="API keys")
+    for column in ("id", "service", "name", "key", "created", "expires", "last used", "revoked"):
+        table.add_column(column, overflow="fold")
+    for r in asyncio.run(read()):
+        table.add_row(
+            r.id, r.service, r.name, r.hint, _when(r.created_at), _when(r.expires_at),
+            _when(r.last_used_at), _when(r.revoked_at),
+        )  # fmt: skip
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(key_id: Annotated[str, typer.Argument(help="The id keys list shows.")]) -> None:
+    """Revoke a stored key: every server using this store refuses it from now on."""
+    store = _key_store(_settings())
+
+    async def revoke() -> StoredKey | None:
+        try:
+            return await store.revoke(key_id)
+        finally:
+            await store.close()
+
+    record = asyncio.run(revoke())
+    if record is None:
+        raise _fail(f"no key {key_id!r} in the key store", 2)
+    console.print(f"Revoked {record.id} ({record.service}, {record.name or 'no name'})")
+
+
+def _when(moment: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(moment)) if moment else ""
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from mlx_host import runtime
 from mlx_host.errors import ModelLoadError, PluginError
+from mlx_host.key_store import open_key_store
 from mlx_host.keys import KeyRing
 from mlx_host.models.config_file import read_models_file
 from mlx_host.models.engine import EngineRegistry
@@ -60,7 +61,8 @@ class Host:
                 registry.declare(model, CAPABILITY_KINDS[capability])
         engines = EngineRegistry(plugins.engines(), settings.engines)
         _check_choices(settings, registry, engines)
-        keys = KeyRing({s.spec.key_prefix: name for name, s in services.items()})
+        store = open_key_store(settings.session_backend, settings.keys_file, settings.redis_url)
+        keys = KeyRing({s.spec.key_prefix: name for name, s in services.items()}, store)
         keys.add_all(k.get_secret_value() for k in settings.api_keys)
         manager = ModelManager(
             registry,

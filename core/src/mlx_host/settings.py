@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="Key for management endpoints. Empty: management is disabled."
     )
+    keys_file: Path = Field(
+        Path("~/.config/mlx-host/keys.json").expanduser(),
+        description="Where `mlx-host keys create` stores key hashes (with "
+        "MLX_HOST_SESSION_BACKEND=redis: Redis, shared by every host).",
+    )
     metrics_key: SecretStr | None = Field(
         None,
         description="Bearer key that may read GET /metrics (for a Prometheus scraper, which "

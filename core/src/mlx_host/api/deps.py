@@ -26,14 +26,14 @@ def get_host(request: Request) -> Host:
 HostDep = Annotated[Host, Depends(get_host)]
 
 
-def get_caller(request: Request, host: HostDep, credentials: Credentials) -> InstalledService:
+async def get_caller(request: Request, host: HostDep, credentials: Credentials) -> InstalledService:
     """The service of the request's bearer key (recorded for its access line); 401 when
     missing or unknown."""
     if credentials is None:
         raise AuthenticationError(
             "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
         )
-    service = host.keys.lookup(credentials.credentials)
+    service = await host.keys.lookup(credentials.credentials)
     if service is None:
         raise AuthenticationError("Incorrect API key provided")
     record_of(request).service = service
@@ -43,7 +43,7 @@ def get_caller(request: Request, host: HostDep, credentials: Credentials) -> Ins
 Caller = Annotated[InstalledService, Depends(get_caller)]
 
 
-def get_reader(
+async def get_reader(
     request: Request, host: HostDep, credentials: Credentials
 ) -> InstalledService | None:
     """For read-only status endpoints: a service key (its service) or the admin key (None)."""
@@ -54,7 +54,7 @@ def get_reader(
         and same_secret(credentials.credentials, admin.get_secret_value())
     ):
         return None
-    return get_caller(request, host, credentials)
+    return await get_caller(request, host, credentials)
 
 
 Reader = Annotated[InstalledService | None, Depends(get_reader)]
