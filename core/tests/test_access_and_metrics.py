@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +26,16 @@ def server(mlx_host_cache_dir: Path) -> Iterator[RunningServer]:
         yield running
 
 
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "mlx_host.access"]
+def access_lines(caplog: pytest.LogCaptureFixture, expected: int) -> list[dict]:
+    """The access lines, once ``expected`` are written: a line is written after its response
+    has been sent, so a client may read the response first."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records
+                 if r.name == "mlx_host.access"]  # fmt: skip
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
 
 
 def test_no_key_prompt_or_answer_reaches_any_log(
@@ -48,9 +57,15 @@ def test_no_key_prompt_or_answer_reaches_any_log(
     logged = "".join(f"{r.getMessage()} {r.args}" for r in server_records)
     for secret in (key, key[len("alpha_") :], "4111-SECRET", "alpha_WRONG-12345", "api_key="):
         assert secret not in logged, secret
-    lines = access_lines(caplog)
+    lines = access_lines(caplog, 4)
     assert len(lines) == 4
-    chat, streamed, models, refused = lines
+    # Matched by what they are, not by order: a stream's line comes after its cleanup.
+    chat, streamed = sorted(
+        (line for line in lines if line["route"] == "/v1/chat/completions"),
+        key=lambda line: "first_token_ms" in line,
+    )
+    (models,) = [line for line in lines if line["route"] == "/v1/models" and line["status"] == 200]
+    (refused,) = [line for line in lines if line["status"] == 401]
     for line in (chat, streamed):
         assert line["service"] == "alpha" and line["model"] == "smollm2-135m-instruct"
         assert line["route"] == "/v1/chat/completions" and line["status"] == 200
@@ -71,7 +86,7 @@ def test_request_ids_are_echoed_and_logged(
         f"{server.api_url}/models", headers={**headers, "x-request-id": 'x" {"status":200}'}
     )
     assert forged.headers["x-request-id"].startswith("req_")  # not a caller's quotes
-    ids = [line["request_id"] for line in access_lines(caplog)]
+    ids = [line["request_id"] for line in access_lines(caplog, 2)]
     assert ids == ["trace-42", forged.headers["x-request-id"]]
 
 

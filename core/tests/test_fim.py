@@ -83,6 +83,12 @@ def test_suffix_builds_the_fim_prompt(server: RunningServer, coder_dir: Path) ->
     assert response.json()["usage"]["prompt_tokens"] == len(prompt)
 
 
+def test_the_start_of_a_file_may_be_filled_in(server: RunningServer) -> None:
+    response = complete(server, prompt="", suffix=SUFFIX, max_tokens=2)
+    assert response.status_code == 200, response.text
+    assert complete(server, prompt="").status_code == 400  # without suffix: nothing to do
+
+
 def test_models_without_fim_tokens_refuse_suffix(server: RunningServer) -> None:
     response = complete(server, model="smollm2", prompt=PREFIX, suffix=SUFFIX)
     assert response.status_code == 400, response.text

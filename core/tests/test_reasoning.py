@@ -99,6 +99,11 @@ def test_thinking_is_switched_by_request(server: RunningServer, fake) -> None:
     assert refused.json()["error"]["param"] == "chat_template_kwargs.tools_in_user"
 
 
+def test_keep_reasoning_needs_a_session(server: RunningServer) -> None:
+    response = post(server, {"messages": ASK, "keep_reasoning": True})
+    assert response.status_code == 400 and "session_id" in response.json()["error"]["message"]
+
+
 def test_sessions_keep_the_answer_without_the_thinking_unless_asked(
     server: RunningServer, fake
 ) -> None:

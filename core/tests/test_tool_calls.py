@@ -6,6 +6,7 @@ offered to the template, carried in the history and in sessions."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,8 @@ def test_a_forced_tool_choice_is_held_by_a_grammar(
     held = fake.last.format
     assert held.type == "grammar"
     for name in ("get_weather", "get_time"):
-        assert (f'"const": "{name}"' in held.grammar) == (name in allowed)
+        # Each offered function is a rule of the grammar, its name written as JSON text.
+        assert (f'\\"name\\": \\"{name}\\"' in held.grammar) == (name in allowed)
     assert ('("\\n" call)*' in held.grammar) == (parallel is not False)  # more calls?
 
 
@@ -209,3 +211,26 @@ def test_sessions_keep_tool_calls_and_results(server: RunningServer, fake) -> No
     stored = httpx.get(url, headers=headers).json()["data"]
     assert [m["role"] for m in stored] == ["user", "assistant", "tool", "tool", "assistant"]
     assert stored[1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Paris"}'
+
+
+def test_arguments_written_as_a_string_are_read_and_others_stay_text(
+    server: RunningServer, fake
+) -> None:
+    as_string = json.dumps({"name": "get_weather", "arguments": json.dumps({"city": "Paris"})})
+    fake.reply(f"<tool_call>{as_string}</tool_call>")
+    message = post(server, {"messages": ASK, "tools": [WEATHER]}).json()["choices"][0]["message"]
+    assert calls_of(message) == [("get_weather", {"city": "Paris"})]
+    not_an_object = '<tool_call>{"name": "get_weather", "arguments": [1]}</tool_call>'
+    fake.reply(not_an_object)
+    message = post(server, {"messages": ASK, "tools": [WEATHER]}).json()["choices"][0]["message"]
+    assert "tool_calls" not in message and message["content"] == not_an_object
+
+
+def test_an_unreadable_call_is_not_logged(
+    server: RunningServer, fake, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="mlx_host")
+    fake.reply("[TOOL_CALLS]my-secret-answer f[ARGS]{broken")
+    answer = post(server, {"model": "mistral-small", "messages": ASK, "tools": [WEATHER]})
+    assert "my-secret-answer" in answer.json()["choices"][0]["message"]["content"]
+    assert "could not be read" in caplog.text and "my-secret-answer" not in caplog.text

@@ -20,6 +20,8 @@ from mlx_host.generation import OutputFormat, ToolCallFormat
 #: llguidance lenient (unsupported keywords become warnings, and go unenforced). No optional
 #: whitespace: small models given the choice pad JSON with newlines until max_tokens runs out.
 _OPTIONS: Any = {"lenient": False, "coerce_one_of": False, "whitespace_flexible": False}
+#: Tool arguments as Hermes/Qwen templates write them: strict, spaced as ", " and ": ".
+_TOOL_JSON: Any = {**_OPTIONS, "item_separator": ", ", "key_separator": ": "}
 #: Longest reason quoted back to the caller.
 _MAX_REASON = 300
 
@@ -80,33 +82,27 @@ def tool_call_grammar(
         raise InvalidRequestError(
             f"tool_choice names {name!r}, which is not among tools", param="tool_choice"
         )
-    calls = {
-        "x-guidance": _OPTIONS,  # as for response formats: no optional whitespace, strict
-        "anyOf": [
-            {
-                "type": "object",
-                "properties": {
-                    "name": {"const": t["function"]["name"]},
-                    "arguments": t["function"].get("parameters") or {"type": "object"},
-                },
-                "required": ["name", "arguments"],
-                "additionalProperties": False,
-            }
-            for t in chosen
-        ],
-    }
 
     def tag(text: str, token: int | None) -> str:
         # A tag that is one token of the vocabulary is that token, never its spelling.
         return f"<[{token}]>" if token is not None else json.dumps(text)
 
+    # Each function's arguments are a JSON schema of their own (so that its "#/$defs/..."
+    # references resolve in it), written as the chat templates of this family render calls.
+    rules, bodies = [], []
+    for i, t in enumerate(chosen):
+        parameters = {**(t["function"].get("parameters") or {"type": "object"}),
+                      "x-guidance": _TOOL_JSON}  # fmt: skip
+        head = json.dumps(f'{{"name": {json.dumps(t["function"]["name"])}, "arguments": ')
+        bodies.append(f"body{i}")
+        rules.append(f'body{i}: {head} args{i} "}}"\nargs{i}: %json {json.dumps(parameters)}')
     more = ' ("\\n" call)*' if parallel else ""  # further calls, a newline apart
     start, end = tag(fmt.start, fmt.start_id), tag(fmt.end, fmt.end_id)
-    lark = (
-        f"start: call{more}\n"
-        f'call: {start} "\\n" body "\\n" {end}\n'
-        f"body: %json {json.dumps(calls)}\n"
-    )
+    lark = "\n".join([
+        f"start: call{more}",
+        f'call: {start} "\\n" ({" | ".join(bodies)}) "\\n" {end}',
+        *rules,
+    ]) + "\n"  # fmt: skip
     return OutputFormat("grammar", name="tool_choice", grammar=lark)
 
 

@@ -18,6 +18,7 @@ class Piece:
     inside: bool
     text: str
     closed: bool = False
+    tag_seen: bool = True  # a closed span ended at its end tag (not at the end of the text)
 
 
 class TagSplitter:
@@ -69,7 +70,7 @@ class TagSplitter:
         still open is closed."""
         held, self._held = self._held, ""
         if self._inside:
-            return [Piece(True, held, closed=True)]
+            return [Piece(True, held, closed=True, tag_seen=False)]
         return [Piece(False, held)] if held else []
 
 

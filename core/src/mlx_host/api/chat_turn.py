@@ -108,9 +108,11 @@ class ChatTurn:
         thinking = None
         if tags := self.engine.reasoning_tags:
             # A template may open the thinking in the prompt itself (the model then writes
-            # only the closing tag).
+            # only the closing tag), unless a grammar holds the answer from its first token:
+            # then no thinking comes, and all of it is the answer.
             tail = self.engine.decode(self.prompt[-8:]).rstrip()
-            thinking = TagSplitter(*tags, inside=tail.endswith(tags[0]))
+            opened = tail.endswith(tags[0]) and self.call.format is None
+            thinking = TagSplitter(*tags, inside=opened)
         reader = None
         if self.tools is not None and self.engine.tool_format is not None:
             reader = ToolCallReader(self.engine.tool_format, self.tools)

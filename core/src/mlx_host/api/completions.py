@@ -57,7 +57,6 @@ async def create_completion(
     call = TextCall.plan(host, caller.spec, "completion", body)
     text = body.prompt_text()
     model, engine = await call.load()
-    prompt = engine.encode(text)
     if body.suffix:
         fim = engine.fill_in_middle(text, body.suffix)
         if fim is None:
@@ -68,6 +67,8 @@ async def create_completion(
                 code="unsupported_parameter",
             )
         prompt = fim
+    else:
+        prompt = engine.encode(text)
     check_fits(prompt, engine.context_length, "prompt")
     choices = _Choices(logprobs=call.params.logprobs is not None)
     return await call.answer(

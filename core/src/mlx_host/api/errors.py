@@ -129,9 +129,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), error_type, headers=headers)
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return error_response(500, "The server had an internal error", "server_error")
+    # Starlette answers this outside the access middleware, which cannot add its header.
+    record = request.scope.get("state", {}).get("record")
+    headers = {"x-request-id": record.request_id} if record is not None else None
+    return error_response(500, "The server had an internal error", "server_error", headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -290,11 +290,13 @@ class ChatCompletionRequest(GenerationRequest):
     )  # fmt: skip
     functions: Unsupported = None
     function_call: Unsupported = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
-        None,
-        description="For models that think: passed to templates that take it; for templates "
-        "with only an on/off switch (Qwen3), none and minimal turn thinking off, the other "
-        "levels on. 400 for models without either.",
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        Field(
+            None,
+            description="For models that think: passed to templates that take it; for templates "
+            "with only an on/off switch (Qwen3), none and minimal turn thinking off, the other "
+            "levels on. 400 for models without either.",
+        )
     )
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="Options for the model's chat template, among those it reads "
@@ -322,6 +324,12 @@ class ChatCompletionRequest(GenerationRequest):
                 )
             return None
         return self.top_logprobs or 0
+
+    @model_validator(mode="after")
+    def _keep_reasoning_needs_a_session(self) -> ChatCompletionRequest:
+        if self.keep_reasoning and self.session_id is None:
+            raise ValueError("keep_reasoning applies to a session: send session_id with it")
+        return self
 
     def forced_tool(self) -> tuple[bool, str | None]:
         """Whether ``tool_choice`` forces a call, and to which function (None: any of
@@ -364,10 +372,11 @@ class CompletionRequest(GenerationRequest):
         return self.logprobs
 
     def prompt_text(self) -> str:
-        """The single prompt; 400 for several, or for an empty one."""
+        """The single prompt; 400 for several, or for an empty one (unless a ``suffix`` makes
+        it the empty start of a file to fill in)."""
         prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
         if len(prompts) != 1:
             raise InvalidRequestError("Only one prompt per request is supported", param="prompt")
-        if not prompts[0]:
+        if not prompts[0] and not self.suffix:
             raise InvalidRequestError("The prompt is empty", param="prompt", code="empty_prompt")
         return prompts[0]

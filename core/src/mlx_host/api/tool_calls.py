@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import uuid
 from typing import Any
 
@@ -38,28 +39,48 @@ class ToolCallReader:
             else:
                 out.append(piece.text)
             if piece.closed:
-                read, unread = self._read("".join(self._span))
+                # A span closed by the end of the answer never saw its end tag.
+                read, unread = self._read("".join(self._span), piece.tag_seen)
                 self._span = []
                 calls += read
                 out.append(unread)
         return "".join(out), calls
 
-    def _read(self, raw: str) -> tuple[list[ToolCall], str]:
+    def _read(self, raw: str, closed: bool) -> tuple[list[ToolCall], str]:
+        """The calls in one span, or (when it cannot be read) its text as the model wrote it
+        (the end tag only if it came)."""
         try:
             parsed = self._fmt.parse(raw, self._tools)
             found = parsed if isinstance(parsed, list) else [parsed]
             calls = [
-                ToolCall(
-                    id=str(c.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
-                    name=str(c["name"]),
-                    arguments=json.dumps(c.get("arguments", {}), ensure_ascii=False),
-                )
-                for c in found
+                ToolCall(self._new_id(c.get("id")), str(c["name"]), _arguments(c)) for c in found
             ]
         except Exception as exc:  # a parser's own error, on text the model wrote
-            logger.warning("a tool call could not be read (%s); it is kept as text", exc)
-            return [], f"{self._fmt.start}{raw}{self._fmt.end}"
+            # Its message may quote the model's text: only its kind is logged.
+            logger.warning(
+                "a %s tool call could not be read (%s); it is kept as text",
+                self._fmt.family or "model's", type(exc).__name__,
+            )  # fmt: skip
+            return [], f"{self._fmt.start}{raw}{self._fmt.end if closed else ''}"
         return calls, ""
+
+    def _new_id(self, given: Any) -> str:
+        if isinstance(given, str) and given:
+            return given
+        if self._fmt.family == "mistral":  # Mistral's templates take 9 letters and digits
+            return secrets.token_hex(8)[:9]
+        return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    """A call's arguments as a JSON object's text; ``ValueError`` for anything but an object
+    (some models write the object as a JSON string: it is read)."""
+    arguments = call.get("arguments", {})
+    if isinstance(arguments, str):
+        arguments = json.loads(arguments)
+    if not isinstance(arguments, dict):
+        raise ValueError("the arguments are not a JSON object")
+    return json.dumps(arguments, ensure_ascii=False)
 
 
 def openai_tool_calls(calls: tuple[ToolCall, ...], streamed: bool) -> list[dict[str, Any]]:

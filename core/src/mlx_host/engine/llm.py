@@ -217,7 +217,13 @@ class LLMEngine(Engine):
                 self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
             )
 
-        return fim_prompt(fmt, vocabulary, encode, prefix, suffix)
+        prompt = fim_prompt(fmt, vocabulary, encode, prefix, suffix)
+        # As plain prompts do, when the tokenizer starts every text with its BOS token
+        # (DeepSeek-Coder's FIM prompts begin with it).
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and self.tokenizer.encode("x")[:1] == [bos]:
+            prompt.insert(0, bos)
+        return prompt
 
     async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
         """The answer from the shared batch, held to the request's format (400 naming what

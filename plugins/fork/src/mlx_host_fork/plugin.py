@@ -16,7 +16,7 @@ SERVICE = ServiceSpec(
             "blocks and a short explanation."
         ),
         # Code wants the likeliest tokens; a completion (or a middle filled in with suffix)
-        # ends at the first blank lines, where the next unit of code would start.
+        # ends at two blank lines in a row, where the next unit of code would start.
         temperature=0.1,
         completion_stop=("\n\n\n",),
         max_tokens=1024,
