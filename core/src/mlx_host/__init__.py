@@ -32,7 +32,7 @@ from mlx_host.models.engine import Engine, EngineType, PreparedModel
 from mlx_host.models.manager import LoadedModel
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService
-from mlx_host.services import Capability, ServicePolicy, ServiceSpec
+from mlx_host.services import Capability, ServiceLimits, ServicePolicy, ServiceSpec
 from mlx_host.speech import (
     Samples,
     SentenceSplitter,
@@ -85,6 +85,7 @@ __all__ = [
     "SamplingParams",
     "Segment",
     "SentenceSplitter",
+    "ServiceLimits",
     "ServicePolicy",
     "ServiceSpec",
     "ServiceUnavailableError",

@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
         upload_bytes=settings.max_audio_bytes,
     )
     # Added last, so outermost: it sees every response, the body limit's 413s included.
-    app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics, limiter=host.limits)
     app.include_router(metrics.router)  # at the root, where Prometheus looks
     for route in host.plugins.routes():
         if route.service is not None and route.service not in host.services:

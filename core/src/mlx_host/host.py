@@ -19,6 +19,7 @@ from mlx_host.models.memory import physical_memory
 from mlx_host.models.registry import ModelRegistry
 from mlx_host.models.spec import ModelSpec
 from mlx_host.plugins import InstalledService, PluginManager
+from mlx_host.rate_limits import RateLimiter
 from mlx_host.services import CAPABILITY_KINDS, Capability, ServiceSpec
 from mlx_host.sessions import SessionStore, open_store
 from mlx_host.settings import Settings
@@ -36,6 +37,7 @@ class Host:
     keys: KeyRing
     models: ModelManager
     sessions: SessionStore
+    limits: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings, plugins: PluginManager | None = None) -> Host:
@@ -74,7 +76,16 @@ class Host:
         sessions = open_store(
             settings.session_backend, settings.session_ttl_seconds, settings.redis_url
         )
-        return cls(settings, plugins, services, keys, manager, sessions)
+        unknown = sorted(set(settings.service_limits) - set(services))
+        if unknown:
+            raise PluginError(f"MLX_HOST_SERVICE_LIMITS names services not installed: {unknown}")
+        limits = RateLimiter(
+            {n: settings.service_limits.get(n, s.spec.policy.limits) for n, s in services.items()},
+            settings.session_backend,
+            settings.redis_url,
+            "mlx-host",
+        )
+        return cls(settings, plugins, services, keys, manager, sessions, limits)
 
     async def model_for(
         self, service: ServiceSpec, capability: Capability, requested: str | None = None

@@ -25,6 +25,19 @@ CAPABILITY_KINDS: dict[Capability, str] = {
 }
 
 
+class ServiceLimits(BaseModel):
+    """How much one service may ask of the server (None: no limit). Requests and tokens per
+    minute are counted across hosts when sessions are in Redis; concurrency per host."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(
+        None, gt=0, description="Prompt and answer tokens, counted when each answer is done."
+    )
+    concurrent_requests: int | None = Field(None, gt=0)
+
+
 class ServicePolicy(BaseModel):
     """How a service shapes every request before the engine sees it.
 
@@ -65,6 +78,10 @@ class ServicePolicy(BaseModel):
         (),
         description='Models a caller may ask for instead of the defaults; "*" allows any. '
         "A model serves only the capabilities its kind can.",
+    )
+    limits: ServiceLimits = Field(
+        default_factory=ServiceLimits,
+        description="Rate and concurrency limits (settings' service_limits override them).",
     )
 
 

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mlx_host.services import ServiceLimits
+
 CommaList = Annotated[list[str], NoDecode]
 
 
@@ -37,6 +39,11 @@ class Settings(BaseSettings):
         Path("~/.config/mlx-host/keys.json").expanduser(),
         description="Where `mlx-host keys create` stores key hashes (with "
         "MLX_HOST_SESSION_BACKEND=redis: Redis, shared by every host).",
+    )
+    service_limits: dict[str, ServiceLimits] = Field(
+        default_factory=dict,
+        description='JSON object: limits per service, replacing its plugin\'s, e.g. {"fork": '
+        '{"requests_per_minute": 600, "tokens_per_minute": 200000, "concurrent_requests": 16}}.',
     )
     metrics_key: SecretStr | None = Field(
         None,

@@ -11,6 +11,7 @@ a prompt, an answer or audio. Routers add what they learn to the request's ``Req
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_host.metrics import Metrics
+from mlx_host.rate_limits import LimitState, RateLimiter
 
 logger = logging.getLogger("mlx_host.access")
 
@@ -44,6 +46,7 @@ class RequestRecord:
     duration_ms: float = 0.0
     first_token_ms: float | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
+    limits: LimitState | None = field(default=None, repr=False)  # its service's, once known
 
     def first_token(self) -> None:
         """Mark now as the moment the first generated text was ready."""
@@ -56,7 +59,11 @@ class RequestRecord:
 
     def line(self) -> str:
         """The access line: the record as JSON, without its clock."""
-        fields = {k: v for k, v in asdict(self).items() if k != "started" and v is not None}
+        fields = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("started", "limits") and v is not None
+        }
         return json.dumps(fields, separators=(",", ":"))
 
 
@@ -73,9 +80,10 @@ class AccessMiddleware:
     """Gives each HTTP request a record and an id, echoes the id, and when the response has
     been sent (a stream included) writes the access line and the metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, limiter: RateLimiter) -> None:
         self.app = app
         self.metrics = metrics
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +99,8 @@ class AccessMiddleware:
                 record.status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if record.limits is not None and record.status != 429:  # a 429 has its own
+                    headers += [(k.encode(), v.encode()) for k, v in record.limits.headers.items()]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -108,6 +118,11 @@ class AccessMiddleware:
             record.status = record.status or 499
             logger.info("%s", record.line())
             self.metrics.observe(record)
+            if record.limits is not None and record.service is not None:
+                self.limiter.release(record.service, record.limits)
+                tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+                with contextlib.suppress(Exception):  # a store that fails costs a count only
+                    await self.limiter.charge(record.service, tokens)
 
 
 def _route_of(scope: Scope) -> str | None:

@@ -36,7 +36,10 @@ async def get_caller(request: Request, host: HostDep, credentials: Credentials) 
     service = await host.keys.lookup(credentials.credentials)
     if service is None:
         raise AuthenticationError("Incorrect API key provided")
-    record_of(request).service = service
+    record = record_of(request)
+    record.service = service
+    if record.limits is None:  # once per request, however many dependencies ask
+        record.limits = await host.limits.admit(service)
     return host.services[service]
 
 
