@@ -76,9 +76,12 @@ class Host:
         sessions = open_store(
             settings.session_backend, settings.session_ttl_seconds, settings.redis_url
         )
-        unknown = sorted(set(settings.service_limits) - set(services))
-        if unknown:
-            raise PluginError(f"MLX_HOST_SERVICE_LIMITS names services not installed: {unknown}")
+        for setting, named in (("LIMITS", settings.service_limits),
+                               ("WEIGHTS", settings.service_weights)):  # fmt: skip
+            if unknown := sorted(set(named) - set(services)):
+                raise PluginError(
+                    f"MLX_HOST_SERVICE_{setting} names services not installed: {unknown}"
+                )
         limits = RateLimiter(
             {n: settings.service_limits.get(n, s.spec.policy.limits) for n, s in services.items()},
             settings.session_backend,

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         description="Where `mlx-host keys create` stores key hashes (with "
         "MLX_HOST_SESSION_BACKEND=redis: Redis, shared by every host).",
     )
+    service_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="JSON object: each service's share of a model's batch and queue when "
+        'services compete for it, e.g. {"vista": 2} (default 1 each).',
+    )
     service_limits: dict[str, ServiceLimits] = Field(
         default_factory=dict,
         description='JSON object: limits per service, replacing its plugin\'s, e.g. {"fork": '

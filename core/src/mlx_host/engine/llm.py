@@ -81,6 +81,7 @@ class LLMEngine(Engine):
             max_queued=settings.max_queued_requests,
             queue_timeout=settings.queue_timeout_seconds,
             prompt_cache_bytes=settings.prompt_cache_bytes,
+            service_weights=settings.service_weights,
         )
         config = json.loads((prepared.path / "config.json").read_text())
         self.context_length: int | None = spec.context_length or config.get(
@@ -240,8 +241,9 @@ class LLMEngine(Engine):
                 self._grammars = GrammarCompiler(self.tokenizer)
             constraint = await asyncio.to_thread(self._grammars.constraint, request.format)
         deltas = self.scheduler.generate(
-            request.prompt, request.params, constraint, request.capability == "completion"
-        )
+            request.prompt, request.params, constraint, request.capability == "completion",
+            request.service,
+        )  # fmt: skip
         async with aclosing(deltas):  # type: ignore[type-var]
             async for delta in deltas:
                 yield delta

@@ -22,7 +22,7 @@ import logging
 import math
 import queue
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -85,6 +85,7 @@ class _Job:
     emit: Callable[[Delta | BaseException], None]
     constraint: Constraint | None = None
     trim_space: bool = True  # drop the answer's leading space (chat), or keep it (completions)
+    service: str = ""  # who asks: the batch is shared between services by weight
     uid: int | None = None
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -153,10 +154,15 @@ class BatchScheduler:
         queue_timeout: float = 300.0,
         prompt_cache_bytes: int = 1 << 30,
         name: str = "llm",
+        service_weights: dict[str, float] | None = None,
     ) -> None:
         self.model_path = model_path
         self.max_batch_size = max_batch_size
         self.capacity = max_batch_size + max_queued
+        # Services share the batch and its queue by weight (1 unless set): see generate and
+        # _next_waiting.
+        self._weights = service_weights or {}
+        self._active_by_service: Counter[str] = Counter()  # in the event loop
         self.queue_timeout = queue_timeout
         self.name = name
         self.state: State = "loading"
@@ -216,25 +222,28 @@ class BatchScheduler:
         params: SamplingParams,
         constraint: Constraint | None = None,
         continuation: bool = False,
+        service: str = "",
     ) -> AsyncIterator[Delta]:
         """Yield the request's text as it is generated (held to ``constraint``, if any);
         leaving early cancels it at once. A ``continuation`` of plain text keeps a leading
         space (a chat answer loses it, as mlx-lm's detokenizers do)."""
         if not self._accepting or self.state != "ready":
             raise self._gone_error()
-        if self.active_requests >= self.capacity:
-            waiting = self.active_requests
+        if not self._has_place(service):
+            waiting, mine = self.active_requests, self._active_by_service[service]
             raise RateLimitError(
                 f"The model {self.name!r} has {waiting} request{'s' * (waiting != 1)} running "
-                "or queued, its limit; retry shortly",
+                f"or queued, its limit, and {mine} of them are this service's, its share; "
+                "retry shortly",
                 code="queue_full",
                 headers={"Retry-After": "1"},
             )
         deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
         emit = _emitter(asyncio.get_running_loop(), deltas)
-        job = _Job(prompt, params, emit, constraint, trim_space=not continuation)
+        job = _Job(prompt, params, emit, constraint, trim_space=not continuation, service=service)
         self._inbox.put(job)
         self.active_requests += 1
+        self._active_by_service[service] += 1
         finished = False
         try:
             while not finished:
@@ -246,8 +255,23 @@ class BatchScheduler:
                 yield delta
         finally:
             self.active_requests -= 1
+            self._active_by_service[service] -= 1
             if not finished:
                 self._inbox.put(_Cancel(job))
+
+    def _has_place(self, service: str) -> bool:
+        """Whether a new request of ``service`` may run or queue. Below capacity, any may;
+        at capacity, a service still under its share of the places (by weight, among the
+        services with requests here) may, up to twice the capacity: so one service's flood
+        never locks another out."""
+        if self.active_requests < self.capacity:
+            return True
+        if self.active_requests >= 2 * self.capacity:
+            return False
+        active = {s for s, n in self._active_by_service.items() if n > 0} | {service}
+        total = sum(self._weights.get(s, 1.0) for s in active)
+        share = self.capacity * self._weights.get(service, 1.0) / total
+        return self._active_by_service[service] < share
 
     async def _next(
         self, job: _Job, deltas: asyncio.Queue[Delta | BaseException]
@@ -364,13 +388,27 @@ class BatchScheduler:
         """The most KV cache a batch of ``jobs`` can hold (see ``kv_bound``)."""
         return kv_bound([j.length for j in jobs], self.kv_bytes_per_token)
 
+    def _next_waiting(self) -> _Job:
+        """The waiting request to start next: the oldest of the service with the fewest
+        running requests for its weight (so a service with work waiting gets the next free
+        rows, however many requests another one sent first)."""
+        running: Counter[str] = Counter(j.service for j in self._jobs.values())
+        first: dict[str, _Job] = {}
+        for job in self._waiting:
+            first.setdefault(job.service, job)
+        return min(
+            first.values(),
+            key=lambda j: (running[j.service] / self._weights.get(j.service, 1.0), j.arrived),
+        )
+
     def _admit(self) -> None:
-        """Start waiting requests, oldest first, while the batch has rows and the budget room."""
+        """Start waiting requests, fairly between services, while the batch has rows and the
+        budget room."""
         while self._waiting and len(self._jobs) < self.max_batch_size:
-            job = self._waiting[0]
+            job = self._next_waiting()
             need = self._kv_bound([*self._jobs.values(), job])
             if self._claim.resize(need):
-                self._waiting.popleft()
+                self._waiting.remove(job)
                 self._insert(job)
             elif self._jobs:
                 return  # this batch's running requests will give memory back
@@ -384,7 +422,7 @@ class BatchScheduler:
             elif self._claim.worth_waiting(need):
                 return  # other models will give memory back, or are being evicted
             else:  # nothing will free memory: this request cannot fit now
-                self._waiting.popleft()
+                self._waiting.remove(job)
                 job.emit(self._too_big(job))
 
     def _timed_out(self) -> MLXHostError:

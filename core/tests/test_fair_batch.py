@@ -1,0 +1,86 @@
+"""Services share a model's batch: one service's flood gets 429s once it holds its share of the
+places, another service is still admitted, and the next free row goes to the service with
+work waiting and fewer rows, not to the flood queued ahead of it (real SmolLM2, a batch of 2
+rows and 2 queue places)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ALPHA, held_after_first_token, plugin_manager
+
+from mlx_host import ServicePolicy, ServiceSpec
+from mlx_host.testing import RunningServer, run_server
+
+GAMMA = ServiceSpec(
+    name="gamma",
+    key_prefix="gamma_",
+    chat_model="smollm2-135m-instruct",
+    policy=ServicePolicy(temperature=0.0, max_tokens=8),
+)
+
+
+@pytest.fixture(scope="module")
+def server(mlx_host_cache_dir: Path) -> Iterator[RunningServer]:
+    settings = {"max_batch_size": 2, "max_queued_requests": 2}
+    with run_server(settings, plugin_manager(ALPHA, GAMMA), mlx_host_cache_dir) as running:
+        yield running
+
+
+def stream(server: RunningServer, service: str, i: int) -> int:
+    headers = {"Authorization": f"Bearer {server.keys[service]}"}
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": f"Count to {i}."}],
+        "max_tokens": 8, "stream": True,
+    }  # fmt: skip
+    with httpx.stream(
+        "POST", f"{server.api_url}/chat/completions", json=body, headers=headers, timeout=120
+    ) as response:
+        for _ in response.iter_lines():
+            pass
+        return response.status_code
+
+
+def wait_for(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_flood_cannot_lock_another_service_out(server: RunningServer) -> None:
+    stream(server, "alpha", 0)  # loaded, and its batch running
+    scheduler = server.app.state.host.models.loaded()[0].engine.scheduler
+    # Each request started, with the services whose requests were still waiting then.
+    started: list[tuple[str, set[str]]] = []
+    insert = scheduler._insert
+
+    def recording_insert(job: Any) -> None:
+        started.append((job.service, {j.service for j in scheduler._waiting}))
+        insert(job)
+
+    scheduler._insert = recording_insert
+    try:
+        with held_after_first_token(server) as release, ThreadPoolExecutor(8) as pool:
+            flood = [pool.submit(stream, server, "alpha", i) for i in range(6)]
+            # Two run, two queue (the model's 4 places), two are refused at once.
+            wait_for(lambda: sum(f.done() for f in flood) == 2)
+            assert sorted(f.result() for f in flood if f.done()) == [429, 429]
+            wait_for(lambda: scheduler.active_requests == 4)
+            other = pool.submit(stream, server, "gamma", 0)  # under its share: admitted
+            wait_for(lambda: scheduler.active_requests == 5)
+            release()
+            assert other.result() == 200
+            assert [f.result() for f in flood if f.result() != 429] == [200] * 4
+    finally:
+        del scheduler._insert
+    # While gamma's request waited, no alpha request started: the first row freed went to
+    # it, ahead of alpha's queued requests.
+    assert [s for s, _ in started].count("gamma") == 1, started
+    assert all("gamma" not in waiting for s, waiting in started if s == "alpha"), started
