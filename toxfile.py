@@ -2,7 +2,8 @@
 
 Every directory under ``plugins/`` gets an environment of its name (its tests, with only the
 core beside it), so that a new plugin's tests run with ``uv run tox -e <name>`` without
-editing ``tox.ini``. The default run is lint, typecheck, core, every plugin, integration.
+editing ``tox.ini``. The default run is lint, typecheck, core, every plugin, integration and
+the schema fuzzing.
 """
 
 from __future__ import annotations
@@ -26,5 +27,5 @@ def tox_extend_envs() -> list[str]:
 @impl
 def tox_add_core_config(core_conf: Any, state: Any) -> None:
     """Run every environment by default, the plugins' included."""
-    envs = ["lint", "typecheck", "core", *PLUGINS, "integration"]
+    envs = ["lint", "typecheck", "core", *PLUGINS, "integration", "fuzz"]
     core_conf.loaders.insert(0, MemoryLoader(env_list=EnvList(envs)))

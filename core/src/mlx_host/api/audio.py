@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
@@ -61,6 +61,14 @@ async def _check_fields(request: Request, known: set[str]) -> None:
         )
 
 
+#: A transcript's media types: by response_format (json and verbose_json, text and srt, vtt),
+#: or server-sent events when streamed.
+TRANSCRIPT_TYPES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in
+                      ("application/json", "text/plain", "text/vtt", "text/event-stream")}}
+}  # fmt: skip
+
+
 async def _transcribe(
     request: Request,
     host: Host,
@@ -104,7 +112,7 @@ async def _transcribe(
     return whole(transcript, response_format, options.task, granularities)
 
 
-@router.post("/audio/transcriptions", response_model=None)
+@router.post("/audio/transcriptions", response_model=None, responses=TRANSCRIPT_TYPES)
 async def create_transcription(
     request: Request,
     caller: Caller,
@@ -138,7 +146,7 @@ async def create_transcription(
     )
 
 
-@router.post("/audio/translations", response_model=None)
+@router.post("/audio/translations", response_model=None, responses=TRANSCRIPT_TYPES)
 async def create_translation(
     request: Request,
     caller: Caller,

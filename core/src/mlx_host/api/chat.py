@@ -10,6 +10,7 @@ from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.logprobs import chat_logprobs
+from mlx_host.api.responses import JSON_OR_EVENTS
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.api.textgen import response_head
 from mlx_host.api.tool_calls import openai_tool_calls
@@ -18,7 +19,7 @@ from mlx_host.generation import Delta
 router = APIRouter(tags=["chat"], responses=error_responses(400, 401, 403, 404, 413, 429, 503))
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=JSON_OR_EVENTS)
 async def create_chat_completion(
     body: ChatCompletionRequest, caller: Caller, host: HostDep, request: Request
 ) -> Any:

@@ -11,6 +11,7 @@ from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.logprobs import CompletionLogprobs
 from mlx_host.api.prompt import check_fits
+from mlx_host.api.responses import JSON_OR_EVENTS
 from mlx_host.api.schemas import CompletionRequest
 from mlx_host.api.textgen import TextCall, response_head
 from mlx_host.errors import InvalidRequestError
@@ -44,7 +45,7 @@ async def _nothing(_: str) -> dict[str, Any]:
     return {}
 
 
-@router.post("/completions")
+@router.post("/completions", responses=JSON_OR_EVENTS)
 async def create_completion(
     body: CompletionRequest, caller: Caller, host: HostDep, request: Request
 ) -> Any:

@@ -20,6 +20,11 @@ from mlx_host.errors import ClientDisconnectedError, MLXHostError
 from mlx_host.generation import Delta
 
 T = TypeVar("T")
+
+#: The 200 of an endpoint that answers JSON, or server-sent events with ``stream: true``.
+JSON_OR_EVENTS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/event-stream": {}}}
+}
 DISCONNECT_POLL_SECONDS = 0.25
 #: Builds one choice of a chunk from a piece of the answer (its text, thinking and log
 #: probabilities) and, on the last chunk, the finish reason.
