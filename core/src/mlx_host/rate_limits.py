@@ -44,7 +44,7 @@ class RateLimiter:
         storage: Storage
         if backend == "redis":
             storage = RedisStorage(
-                redis_url.replace("redis://", "async+redis://", 1),
+                f"async+{redis_url}",  # limits' scheme for asyncio (redis:// and rediss://)
                 implementation="redispy",
                 key_prefix=f"{namespace}:limits",
             )
