@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -48,3 +49,33 @@ def test_the_blas_is_the_one_the_apps_settings_chose() -> None:
         """
     )
     assert out in CANDIDATES
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS always has Accelerate")
+def test_a_server_without_an_optimized_blas_is_told_once_how_to_get_one(tmp_path: Path) -> None:
+    from mlx_host.runtime.blas import find_blas, reference_blas_warning
+
+    missing = str(tmp_path / "libopenblas.so.0")  # what a machine without the package has
+    assert find_blas(missing) is None
+    warning = reference_blas_warning(missing)
+    assert warning is not None and "apt-get install libopenblas0-pthread" in warning
+    assert "3x slower" in warning
+    assert reference_blas_warning("none") is None  # asked for: no warning
+    # The process that loads MLX on the reference BLAS logs it, once, and /health says so.
+    code = textwrap.dedent(
+        """
+        import logging, os, sys
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        from mlx_host import runtime
+        runtime.choose_blas(os.environ["MISSING_BLAS"])
+        from mlx_host.engine import BLAS
+        runtime.prepare()
+        print("BLAS", BLAS)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "MISSING_BLAS": missing},
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert "BLAS reference" in out.stdout
+    assert out.stderr.count("no optimized BLAS found") == 1, out.stderr

@@ -22,6 +22,7 @@ from mlx_host.key_store import KeyStore, StoredKey, create_key, open_key_store
 from mlx_host.keys import generate_key
 from mlx_host.models.spec import WeightFormatSetting
 from mlx_host.plugins import InstalledService, PluginManager
+from mlx_host.runtime.blas import reference_blas_warning
 from mlx_host.settings import Settings, get_settings
 
 app = typer.Typer(help="Plugin-based, OpenAI-compatible inference server on MLX.")
@@ -89,6 +90,8 @@ def serve(
             "MLX_HOST_ALLOW_INSECURE=true behind a TLS proxy",
             2,
         )
+    if warning := reference_blas_warning(settings.blas):  # before any model is slow
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
     # uvicorn configures only its own loggers; ours say what loads, converts and evicts.
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"

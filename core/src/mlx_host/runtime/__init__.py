@@ -12,7 +12,7 @@ import logging
 import os
 
 from mlx_host.runtime import libc
-from mlx_host.runtime.blas import load_blas
+from mlx_host.runtime.blas import REFERENCE_BLAS_WARNING, load_blas
 
 logger = logging.getLogger(__name__)
 
@@ -47,4 +47,6 @@ def prepare() -> str:
             _chosen = get_settings().blas
         libc.return_large_blocks_on_free()
         _loaded = load_blas(_chosen)
+        if _loaded == "reference" and _chosen != "none":
+            logger.warning("%s", REFERENCE_BLAS_WARNING)
     return _loaded
