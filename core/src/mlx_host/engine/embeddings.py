@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten
 from tokenizers import Tokenizer
 
 from mlx_host.embeddings import EmbeddingInput, Embeddings
@@ -214,6 +213,7 @@ class BertEmbeddingEngine(ThreadWorkerEngine):
     # -- worker thread ------------------------------------------------------------------
 
     def _read_model(self) -> BertEncoder:
+        """The encoder, with the tokenizer, window and pooling its directory names."""
         path = self.prepared.path
         self._config = BertConfig.read(path)
         self.dimensions = self._config.hidden_size
@@ -229,46 +229,29 @@ class BertEmbeddingEngine(ThreadWorkerEngine):
         self._pooling = Pooling.read(path)
         return load_bert(path)
 
-    def _run(self) -> None:
-        try:
-            self._model = self._read_model()
-        except BaseException:  # this model's 503, nobody else's
-            logger.exception("loading %s failed", self.spec.name)
-            self._state = "failed"
-            self._loaded.set_exception(
-                ModelLoadError(f"The model {self.spec.name!r} could not be loaded (see the log)")
-            )
-            return
-        weights = cast(list[tuple[str, mx.array]], tree_flatten(self._model.parameters()))
-        self.weight_bytes = sum(v.nbytes for _, v in weights)
-        self._state = "ready"
-        self._loaded.set_result(None)
-        pending: deque[_Job] = deque()
-        try:
-            while True:
-                if not pending and not self._take(pending, block=True):
-                    break
-                if not self._take(pending, block=False):
-                    break
-                for job in [j for j in pending if j.cancelled.is_set()]:
-                    pending.remove(job)
-                if pending:
-                    self._pass(pending)
-        except BaseException:
-            logger.exception("the worker of %s died", self.spec.name)
-            self._state = "failed"
-        finally:
-            if self._state != "failed":
-                self._state = "stopped"
-            gone = ServiceUnavailableError(f"The model {self.spec.name!r} was unloaded")
-            for job in pending:
-                job.emit(gone)
-            while not self._inbox.empty():
-                item = self._inbox.get_nowait()
-                if isinstance(item, _Job):
-                    item.emit(gone)
-            self._model = None
-            memory.release_unused()
+    def _load(self) -> None:
+        self._model = self._read_model()
+        self.weight_bytes = memory.parameter_bytes(self._model)
+        self._pending: deque[_Job] = deque()
+
+    def _serve(self) -> None:
+        pending = self._pending
+        while True:
+            if not pending and not self._take(pending, block=True):
+                return
+            if not self._take(pending, block=False):
+                return
+            for job in [j for j in pending if j.cancelled.is_set()]:
+                pending.remove(job)
+            if pending:
+                self._pass(pending)
+
+    def _held_jobs(self) -> list[Any]:
+        return list(self._pending)
+
+    def _unload(self) -> None:
+        self._model = None
+        memory.release_unused()
 
     def _take(self, pending: deque[_Job], block: bool) -> bool:
         """Move queued jobs into ``pending`` (waiting for one if ``block``); False on stop."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 from mlx_host.runtime import libc
 
@@ -21,3 +25,9 @@ def release_unused() -> None:
     """Empty MLX's buffer cache and give freed heap memory back to the system."""
     mx.clear_cache()
     libc.trim()
+
+
+def parameter_bytes(model: nn.Module) -> int:
+    """Bytes of a loaded model's parameters (its weights in memory)."""
+    weights = cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
+    return sum(v.nbytes for _, v in weights)

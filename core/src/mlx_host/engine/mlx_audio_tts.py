@@ -15,7 +15,7 @@ import importlib.util
 import json
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +107,6 @@ class MLXAudioEngine(SpeechEngine):
 
         huggingface_hub.constants.HF_HUB_OFFLINE = True
         import mlx.core as mx
-        from mlx.utils import tree_flatten
         from mlx_audio.tts.utils import load_model
 
         from mlx_host.engine import memory
@@ -118,8 +117,7 @@ class MLXAudioEngine(SpeechEngine):
         self._mx = mx
         self._kokoro = _model_type(path) == "kokoro"
         self.sample_rate = int(self._model.sample_rate)
-        weights = cast(list[tuple[str, mx.array]], tree_flatten(self._model.parameters()))
-        self.loaded_bytes = sum(v.nbytes for _, v in weights)
+        self.loaded_bytes = memory.parameter_bytes(self._model)
         self._voice_files = (
             _english_voices(path)
             if self._kokoro

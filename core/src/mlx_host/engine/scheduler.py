@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 from mlx_lm import load
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import (
@@ -328,8 +327,7 @@ class BatchScheduler:
 
     def _load(self) -> None:
         model, tokenizer = load(str(self.model_path))[:2]
-        weights = cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
-        self.weight_bytes = sum(v.nbytes for _, v in weights)
+        self.weight_bytes = memory.parameter_bytes(model)
         self._model, self._tokenizer = model, tokenizer
         self.kv_bytes_per_token = self._measure_kv_per_token()
         self._generator = self._new_generator()

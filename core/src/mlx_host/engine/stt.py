@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_unflatten
 from mlx_whisper.tokenizer import LANGUAGES
 from mlx_whisper.whisper import ModelDimensions, Whisper
 
@@ -194,18 +194,9 @@ class WhisperEngine(ThreadWorkerEngine):
 
     # -- worker thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self._model = load_whisper(self.prepared.path)
-        except BaseException:  # this model's 503, nobody else's
-            logger.exception("loading %s failed", self.spec.name)
-            self._state = "failed"
-            self._loaded.set_exception(
-                ModelLoadError(f"The model {self.spec.name!r} could not be loaded (see the log)")
-            )
-            return
-        weights = cast(list[tuple[str, mx.array]], tree_flatten(self._model.parameters()))
-        self.weight_bytes = sum(v.nbytes for _, v in weights)
+    def _load(self) -> None:
+        self._model = load_whisper(self.prepared.path)
+        self.weight_bytes = memory.parameter_bytes(self._model)
         dims = self._model.dims
         # Attention scores and softmax over one window, and the activations beside them.
         self.working_bytes = (
@@ -217,23 +208,14 @@ class WhisperEngine(ThreadWorkerEngine):
         self._dtype = (
             mx.float32 if self._model.encoder.conv1.weight.dtype == mx.float32 else (mx.float16)
         )
-        self._state = "ready"
-        self._loaded.set_result(None)
-        try:
-            while (job := self._inbox.get()) is not STOP:
-                self._work(job)
-        except BaseException:
-            logger.exception("the worker of %s died", self.spec.name)
-            self._state = "failed"
-        finally:
-            if self._state != "failed":
-                self._state = "stopped"
-            while not self._inbox.empty():
-                item = self._inbox.get_nowait()
-                if isinstance(item, _Job):
-                    item.emit(ServiceUnavailableError(f"The model {self.spec.name!r} was unloaded"))
-            self._model = None
-            memory.release_unused()
+
+    def _serve(self) -> None:
+        while (job := self._inbox.get()) is not STOP:
+            self._work(job)
+
+    def _unload(self) -> None:
+        self._model = None
+        memory.release_unused()
 
     def _work(self, job: _Job) -> None:
         if job.cancelled.is_set():

@@ -12,7 +12,7 @@ from abc import abstractmethod
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from mlx_host.errors import RateLimitError, ServiceUnavailableError
+from mlx_host.errors import ModelLoadError, RateLimitError, ServiceUnavailableError
 from mlx_host.models.engine import Engine, EngineState, PreparedModel
 from mlx_host.runtime.threads import MLXThread
 
@@ -78,10 +78,12 @@ STOP = object()
 
 
 class ThreadWorkerEngine(WorkerEngine):
-    """A ``WorkerEngine`` whose worker is one pooled MLX thread (``mlx_host.runtime.threads``)
-    running ``_run``: it loads the model, settles ``_loaded``, then takes jobs from
-    ``_inbox`` until ``STOP``. Its memory is the weights (``weight_bytes``, measured at load)
-    and what the work in progress holds under its claim."""
+    """A ``WorkerEngine`` whose worker is one pooled MLX thread (``mlx_host.runtime.threads``):
+    it loads the model (``_load``; a failure is this model's 503, nobody else's), then serves
+    jobs from ``_inbox`` until ``STOP`` (``_serve``); however it ends, every job it still has
+    is answered 503 and the model is dropped (``_unload``). Its memory is the weights
+    (``weight_bytes``, measured at load) and what the work in progress holds under its
+    claim. Jobs have an ``emit(item)`` that hands the caller a result or an error."""
 
     def __init__(
         self, spec: ModelSpec, prepared: PreparedModel, settings: Settings, claim: KVClaim
@@ -93,8 +95,49 @@ class ThreadWorkerEngine(WorkerEngine):
         self._thread = MLXThread(self._run, name=f"mlx-{spec.name}")
 
     @abstractmethod
+    def _load(self) -> None:
+        """Load the model and set ``weight_bytes`` (in the worker thread)."""
+
+    @abstractmethod
+    def _serve(self) -> None:
+        """Serve jobs from ``_inbox`` until ``STOP`` (in the worker thread)."""
+
+    @abstractmethod
+    def _unload(self) -> None:
+        """Drop the model and give its memory back (in the worker thread)."""
+
+    def _held_jobs(self) -> list[Any]:
+        """Jobs taken from the inbox and not answered yet, when the worker ends."""
+        return []
+
     def _run(self) -> None:
-        """The worker: load, settle ``_loaded``, serve the inbox until ``STOP``."""
+        try:
+            self._load()
+        except BaseException:  # this model's 503, nobody else's
+            logger.exception("loading %s failed", self.spec.name)
+            self._state = "failed"
+            self._loaded.set_exception(
+                ModelLoadError(f"The model {self.spec.name!r} could not be loaded (see the log)")
+            )
+            return
+        self._state = "ready"
+        self._loaded.set_result(None)
+        try:
+            self._serve()
+        except BaseException:
+            logger.exception("the worker of %s died", self.spec.name)
+            self._state = "failed"
+        finally:
+            if self._state != "failed":
+                self._state = "stopped"
+            gone = ServiceUnavailableError(f"The model {self.spec.name!r} was unloaded")
+            unanswered = self._held_jobs()
+            while not self._inbox.empty():
+                unanswered.append(self._inbox.get_nowait())
+            for job in unanswered:
+                if job is not STOP:
+                    job.emit(gone)
+            self._unload()
 
     async def start(self) -> None:
         """Load the model in the worker thread."""
