@@ -31,22 +31,22 @@ FORMATS = (
 )
 
 
-def find_format(vocabulary: Mapping[str, int]) -> FIMFormat | None:
-    """The FIM format whose three tokens the vocabulary has (None: it has no FIM)."""
-    return next((f for f in FORMATS if {f.begin, f.hole, f.end} <= vocabulary.keys()), None)
+def fim_tokens(vocabulary: Mapping[str, int]) -> tuple[int, int, int] | None:
+    """The ids of the first FIM format whose three tokens the vocabulary has, in
+    prefix-suffix-middle order (None: it has no FIM)."""
+    for f in FORMATS:
+        if {f.begin, f.hole, f.end} <= vocabulary.keys():
+            return vocabulary[f.begin], vocabulary[f.hole], vocabulary[f.end]
+    return None
 
 
 def fim_prompt(
-    fmt: FIMFormat,
-    vocabulary: Mapping[str, int],
+    tokens: tuple[int, int, int],
     encode: Callable[[str], list[int]],
     prefix: str,
     suffix: str,
 ) -> list[int]:
     """The prompt's tokens: the FIM tokens by id (never by their text, which a user's code may
     contain), the prefix and the suffix encoded as plain text."""
-    return [
-        vocabulary[fmt.begin], *encode(prefix),
-        vocabulary[fmt.hole], *encode(suffix),
-        vocabulary[fmt.end],
-    ]  # fmt: skip
+    begin, hole, end = tokens
+    return [begin, *encode(prefix), hole, *encode(suffix), end]

@@ -7,6 +7,7 @@ directories, in the weight format that is fast on this device.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from mlx_host.engine.device import preferred_weight_format
 from mlx_host.engine.grammar import GrammarCompiler
 from mlx_host.engine.scheduler import BatchScheduler
 from mlx_host.errors import InvalidRequestError, ModelLoadError
-from mlx_host.fim import fim_prompt, find_format
+from mlx_host.fim import fim_prompt, fim_tokens
 from mlx_host.generation import Delta, TextRequest, ToolCallFormat
 from mlx_host.models.engine import Engine, EngineState, PreparedModel
 from mlx_host.models.sources import needs_conversion, prepare, stored_format
@@ -205,12 +206,23 @@ class LLMEngine(Engine):
         """The text of ``tokens``, special tokens included."""
         return str(self.tokenizer.decode(tokens))
 
+    @functools.cached_property
+    def _fim(self) -> tuple[list[int], tuple[int, int, int]] | None:
+        """What starts every FIM prompt (BOS, where the tokenizer starts every text with it,
+        as DeepSeek-Coder's FIM prompts do) and the FIM token ids; read from the vocabulary
+        once (None: it has no FIM tokens)."""
+        tokens = fim_tokens(self.tokenizer.get_vocab())
+        if tokens is None:
+            return None
+        bos = self.tokenizer.bos_token_id
+        lead = [bos] if bos is not None and self.tokenizer.encode("x")[:1] == [bos] else []
+        return lead, tokens
+
     def fill_in_middle(self, prefix: str, suffix: str) -> list[int] | None:
         """The FIM prompt in the format of the tokenizer's FIM tokens (None: it has none)."""
-        vocabulary = self.tokenizer.get_vocab()
-        fmt = find_format(vocabulary)
-        if fmt is None:
+        if self._fim is None:
             return None
+        lead, tokens = self._fim
 
         def encode(text: str) -> list[int]:
             # Code that contains a special token's text stays text.
@@ -218,13 +230,7 @@ class LLMEngine(Engine):
                 self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
             )
 
-        prompt = fim_prompt(fmt, vocabulary, encode, prefix, suffix)
-        # As plain prompts do, when the tokenizer starts every text with its BOS token
-        # (DeepSeek-Coder's FIM prompts begin with it).
-        bos = self.tokenizer.bos_token_id
-        if bos is not None and self.tokenizer.encode("x")[:1] == [bos]:
-            prompt.insert(0, bos)
-        return prompt
+        return lead + fim_prompt(tokens, encode, prefix, suffix)
 
     async def generate(self, request: TextRequest) -> AsyncIterator[Delta]:
         """The answer from the shared batch, held to the request's format (400 naming what
