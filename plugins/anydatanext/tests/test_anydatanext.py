@@ -164,3 +164,12 @@ def test_embeddings_come_from_the_service_model(mlx_host_fake_server: RunningSer
         headers={"Authorization": f"Bearer {mlx_host_fake_server.keys['anydatanext']}"},
     )
     assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "dimensions"
+
+
+def test_json_by_default_gives_way_to_tools(mlx_host_fake_server: RunningServer) -> None:
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    mlx_host_fake_server.openai("anydatanext").chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "x"}], tools=[tool]
+    )
+    # A JSON grammar would forbid the markup of the tool calls the model may write.
+    assert mlx_host_fake_server.fake.last.format is None

@@ -63,6 +63,9 @@ class ChatTurn:
             ]  # fmt: skip
         model, engine = await call.load()
         options = template_options(body, engine, call.model_name)
+        if "tools" in options and body.response_format is None:
+            # The service's default format would forbid the markup of the tools' calls.
+            call = dataclasses.replace(call, format=None)
         forced, function = body.forced_tool()
         if forced and "tools" in options:
             if call.format is not None:

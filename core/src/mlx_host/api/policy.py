@@ -54,10 +54,7 @@ def _logit_bias(bias: dict[str, float]) -> tuple[tuple[int, float], ...]:
 
 
 def output_format(body: GenerationRequest, service: ServiceSpec) -> OutputFormat | None:
-    """The form the answer is held to: the request's ``response_format``, else the service's
-    (unless the request offers tools: a JSON default would forbid their calls' markup)."""
+    """The form the answer is held to: the request's ``response_format``, else the service's."""
     if body.response_format is not None:
         return body.response_format.output_format()
-    if getattr(body, "tools", None):
-        return None
     return OutputFormat("json_object") if service.policy.response_format == "json_object" else None
