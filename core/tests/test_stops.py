@@ -27,8 +27,12 @@ def test_partial_match_that_fails_is_released() -> None:
     assert feed_all(StopMatcher(["END"]), ["an E", "nd", "x"]) == ("an Endx", False)
 
 
-def test_earliest_of_several_stops_wins() -> None:
-    assert feed_all(StopMatcher(["world", "lo"]), ["hello world"]) == ("hel", True)
+def test_earliest_of_several_stops_wins_and_is_named() -> None:
+    matcher = StopMatcher(["world", "lo"])
+    assert feed_all(matcher, ["hello world"]) == ("hel", True)
+    assert matcher.matched == "lo"
+    unmatched = StopMatcher(["zz"])
+    assert feed_all(unmatched, ["hello"]) == ("hello", False) and unmatched.matched is None
 
 
 def test_text_is_held_back_only_as_long_as_the_longest_stop() -> None:

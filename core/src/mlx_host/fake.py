@@ -261,7 +261,10 @@ class FakeLLM(Engine):
         def delta(text: str, produced: int, finish: str | None = None) -> Delta:
             logprobs = tuple(pending)
             pending.clear()
-            return Delta(text, finish, len(request.prompt), produced, logprobs=logprobs)
+            return Delta(
+                text, finish, len(request.prompt), produced, logprobs=logprobs,
+                stop_sequence=stops.matched if finish else None,
+            )  # fmt: skip
 
         self._active += 1
         try:

@@ -124,6 +124,8 @@ class Delta:
     reasoning: str = ""
     #: Tool calls completed in this piece (chat with ``tools``).
     tool_calls: tuple[ToolCall, ...] = ()
+    #: On the last delta: the stop string that ended the answer, when one did.
+    stop_sequence: str | None = None
 
 
 @runtime_checkable

@@ -15,13 +15,16 @@ class StopMatcher:
         self._stops = [s for s in stops if s]
         self._hold = max((len(s) for s in self._stops), default=1) - 1
         self._buffer = ""
+        #: The stop string that ended the text, once one has.
+        self.matched: str | None = None
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Add ``text``; return the text now safe to emit and whether a stop string was found."""
         self._buffer += text
-        hits = [i for i in (self._buffer.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, s) for i, s in ((self._buffer.find(s), s) for s in self._stops) if i >= 0]
         if hits:
-            out, self._buffer = self._buffer[: min(hits)], ""
+            at, self.matched = min(hits)
+            out, self._buffer = self._buffer[:at], ""
             return out, True
         cut = len(self._buffer) - self._hold
         if cut <= 0:

@@ -105,7 +105,7 @@ class _Job:
         logprobs, self.logprobs = tuple(self.logprobs), []
         return Delta(
             text, finish_reason, len(self.prompt), self.completion_tokens, self.cached_tokens,
-            logprobs,
+            logprobs, stop_sequence=self.stops.matched if finish_reason else None,
         )  # fmt: skip
 
 
