@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from mlx_host.errors import NotFoundError, ServiceUnavailableError
-from mlx_host.sessions import Message, SessionStore, open_store
+from mlx_host.sessions import Message, SessionStore, StoredResponse, open_store
+from mlx_host.sessions.store import new_response_id
 
 MakeStore = Callable[..., SessionStore]
 
@@ -146,3 +147,34 @@ async def test_ids_of_another_form_never_reach_the_backend(store: SessionStore) 
             await store.append("vista", alias, [user("lost")])
     assert [m.content for m in await store.messages("vista", session.id)] == ["keep me"]
     assert (await store.get("vista", session.id)).message_count == 1
+
+
+async def test_stored_responses_belong_to_their_service_and_expire(
+    make_store: MakeStore,
+) -> None:
+    store = make_store(ttl=1.5)
+    kept = StoredResponse(
+        id=new_response_id(),
+        response={"id": "x", "output": []},
+        messages=[user("hi"), Message(role="assistant", content="hello")],
+    )
+    dropped = kept.model_copy(update={"id": new_response_id()})
+    for stored in (kept, dropped):
+        await store.save_response("vista", stored)
+    assert await store.load_response("vista", kept.id) == kept
+    for alias in (kept.id, f"{kept.id}*", "resp_*", "x" * 500):
+        with pytest.raises(NotFoundError):
+            await store.load_response("fork", alias)
+        with pytest.raises(NotFoundError):
+            await store.delete_response("fork", alias)
+    for _ in range(4):  # 2 s in all; each use comes a second before the TTL runs out
+        await asyncio.sleep(0.5)
+        await store.load_response("vista", kept.id)
+    with pytest.raises(NotFoundError):
+        await store.load_response("vista", dropped.id)
+    await store.delete_response("vista", kept.id)
+    with pytest.raises(NotFoundError):
+        await store.load_response("vista", kept.id)
+    with pytest.raises(ValueError):
+        await store.save_response("vista", kept.model_copy(update={"id": "resp_*"}))
+    await store.close()

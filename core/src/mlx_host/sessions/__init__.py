@@ -1,5 +1,6 @@
-"""Server-side conversation history, owned by the service whose key created it."""
+"""Server-side conversation history (sessions, stored responses), owned by the service whose
+key created it."""
 
-from mlx_host.sessions.store import Message, Session, SessionStore, open_store
+from mlx_host.sessions.store import Message, Session, SessionStore, StoredResponse, open_store
 
-__all__ = ["Message", "Session", "SessionStore", "open_store"]
+__all__ = ["Message", "Session", "SessionStore", "StoredResponse", "open_store"]

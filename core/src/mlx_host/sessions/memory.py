@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from mlx_host.sessions.store import Message, Session, SessionStore, new_session, not_found
+from mlx_host.sessions.store import (
+    Message,
+    Session,
+    SessionStore,
+    StoredResponse,
+    new_session,
+    not_found,
+    response_not_found,
+)
 
 
 class MemorySessionStore(SessionStore):
@@ -15,6 +23,8 @@ class MemorySessionStore(SessionStore):
         super().__init__(ttl_seconds)
         self._sessions: dict[str, Session] = {}
         self._history: dict[str, list[Message]] = {}
+        # (service, id) -> (the response as JSON, when it expires)
+        self._responses: dict[tuple[str, str], tuple[str, float]] = {}
         self._lock = asyncio.Lock()
 
     def _live(self, service: str, session_id: str) -> Session:
@@ -78,3 +88,21 @@ class MemorySessionStore(SessionStore):
             session = self._live(service, session_id)
             self._history[session_id].extend(messages)
             return self._touch(session, message_count=len(self._history[session_id]))
+
+    async def _save_response(self, service: str, stored: StoredResponse) -> None:
+        async with self._lock:
+            self._responses[service, stored.id] = (stored.model_dump_json(), time.time() + self.ttl)
+
+    async def _load_response(self, service: str, response_id: str) -> StoredResponse:
+        async with self._lock:
+            found = self._responses.get((service, response_id))
+            if found is None or found[1] <= time.time():
+                self._responses.pop((service, response_id), None)
+                raise response_not_found(response_id)
+            self._responses[service, response_id] = (found[0], time.time() + self.ttl)
+        return StoredResponse.model_validate_json(found[0])
+
+    async def _delete_response(self, service: str, response_id: str) -> None:
+        await self._load_response(service, response_id)  # 404 when gone
+        async with self._lock:
+            self._responses.pop((service, response_id), None)

@@ -1,6 +1,8 @@
-"""Sessions in Redis: shared by every host on the same Redis, and kept across restarts.
+"""Sessions and stored responses in Redis: shared by every host on the same Redis, and kept
+across restarts.
 
-Keys carry the owning service (``mlx-host:session:<service>:<id>``), so a lookup by another
+Keys carry the owning service (``mlx-host:session:<service>:<id>``,
+``mlx-host:response:<service>:<id>``), so a lookup by another
 service finds nothing. Appends run as one Lua script, atomic on the server.
 """
 
@@ -18,7 +20,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mlx_host.errors import ServiceUnavailableError
-from mlx_host.sessions.store import Message, Session, SessionStore, new_session, not_found
+from mlx_host.sessions.store import (
+    Message,
+    Session,
+    SessionStore,
+    StoredResponse,
+    new_session,
+    not_found,
+    response_not_found,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +79,9 @@ class RedisSessionStore(SessionStore):
     def _keys(self, service: str, session_id: str) -> tuple[str, str]:
         base = f"{self._ns}:session:{service}:{session_id}"
         return base, f"{base}:messages"
+
+    def _response_key(self, service: str, response_id: str) -> str:
+        return f"{self._ns}:response:{service}:{response_id}"
 
     def _index(self, service: str) -> str:
         return f"{self._ns}:sessions:{service}"
@@ -174,6 +187,24 @@ class RedisSessionStore(SessionStore):
             if count < 0:
                 raise not_found(session_id)
             return self._session(cast(dict[str, str], await self._redis.hgetall(meta)))
+
+    async def _save_response(self, service: str, stored: StoredResponse) -> None:
+        key = self._response_key(service, stored.id)
+        with _available():
+            await self._redis.set(key, stored.model_dump_json(), px=self._ttl_ms)
+
+    async def _load_response(self, service: str, response_id: str) -> StoredResponse:
+        with _available():
+            raw = await self._redis.getex(self._response_key(service, response_id), px=self._ttl_ms)
+        if raw is None:
+            raise response_not_found(response_id)
+        return StoredResponse.model_validate_json(raw)
+
+    async def _delete_response(self, service: str, response_id: str) -> None:
+        with _available():
+            removed = await self._redis.delete(self._response_key(service, response_id))
+        if not removed:
+            raise response_not_found(response_id)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -1,7 +1,8 @@
 """The session store interface, its data, and the choice of backend from settings.
 
-Every method takes the caller's service: a session is only ever visible to the service that
-created it, and any other service gets 404, exactly as for a session that does not exist.
+The store keeps sessions and the Responses API's stored responses. Every method takes the
+caller's service: a session or response is only ever visible to the service that created it,
+and any other service gets 404, exactly as for one that does not exist.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ class Message(BaseModel):
     created_at: float = Field(default_factory=time.time)
 
 
+class StoredResponse(BaseModel):
+    """An answer of the Responses API kept for ``GET`` and for continuing it: the response
+    object as it was sent, and the conversation through it (what a request naming it as
+    ``previous_response_id`` starts from)."""
+
+    id: str
+    response: dict[str, Any]
+    messages: list[Message]
+
+
 class Session(BaseModel):
     """A conversation's record (its messages are read separately)."""
 
@@ -46,6 +57,15 @@ class Session(BaseModel):
 
 #: The ids this server issues; any other id is unknown, and never reaches a backend's keys.
 SESSION_ID = re.compile(r"sess_[A-Za-z0-9_-]{24}")
+
+
+#: The stored response ids this server issues (``resp_`` and 24 random characters).
+RESPONSE_ID = re.compile(r"resp_[A-Za-z0-9_-]{24}")
+
+
+def new_response_id() -> str:
+    """A random, unguessable response id."""
+    return f"resp_{secrets.token_urlsafe(18)}"
 
 
 def new_session(service: str, metadata: dict[str, str], ttl: float) -> Session:
@@ -64,6 +84,11 @@ def new_session(service: str, metadata: dict[str, str], ttl: float) -> Session:
 def not_found(session_id: str) -> NotFoundError:
     """The one error for a session that is missing, expired or another service's."""
     return NotFoundError(f"No session {session_id!r}", param="session_id", code="session_not_found")
+
+
+def response_not_found(response_id: str) -> NotFoundError:
+    """The one error for a stored response that is missing, expired or another service's."""
+    return NotFoundError(f"No response {response_id[:64]!r}", code="response_not_found")
 
 
 def _known_form(session_id: str) -> str:
@@ -112,6 +137,24 @@ class SessionStore(ABC):
         """Append ``messages`` in one atomic step: concurrent appends never interleave."""
         return await self._append(service, _known_form(session_id), messages)
 
+    async def save_response(self, service: str, stored: StoredResponse) -> None:
+        """Keep ``stored`` for ``service`` (as long as a session: every read extends it)."""
+        if not RESPONSE_ID.fullmatch(stored.id):
+            raise ValueError(f"not a response id this server issues: {stored.id!r}")
+        await self._save_response(service, stored)
+
+    async def load_response(self, service: str, response_id: str) -> StoredResponse:
+        """A stored response; 404 when missing, expired or another service's."""
+        if not RESPONSE_ID.fullmatch(response_id):
+            raise response_not_found(response_id)
+        return await self._load_response(service, response_id)
+
+    async def delete_response(self, service: str, response_id: str) -> None:
+        """Forget a stored response (404 as for ``load_response``)."""
+        if not RESPONSE_ID.fullmatch(response_id):
+            raise response_not_found(response_id)
+        await self._delete_response(service, response_id)
+
     async def close(self) -> None:  # noqa: B027 (optional for backends)
         """Release connections."""
 
@@ -134,6 +177,15 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def _append(self, service: str, session_id: str, messages: list[Message]) -> Session: ...
+
+    @abstractmethod
+    async def _save_response(self, service: str, stored: StoredResponse) -> None: ...
+
+    @abstractmethod
+    async def _load_response(self, service: str, response_id: str) -> StoredResponse: ...
+
+    @abstractmethod
+    async def _delete_response(self, service: str, response_id: str) -> None: ...
 
 
 def open_store(backend: str, ttl_seconds: float, redis_url: str, **options: Any) -> SessionStore:
