@@ -8,7 +8,7 @@ from mlx_host import runtime  # noqa: F401, I001
 
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
-from mlx_host.api.responses import StreamedResponse, collect, sse_event, until_done, usage
+from mlx_host.api.answers import StreamedResponse, collect, sse_event, until_done, usage
 from mlx_host.api.schemas import ChatCompletionRequest, ChatMessage
 from mlx_host.errors import (
     AuthenticationError,

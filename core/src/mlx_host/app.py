@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from mlx_host.api import metrics
 from mlx_host.api.access import AccessMiddleware
+from mlx_host.api.anthropic_errors import AnthropicErrorMiddleware
 from mlx_host.api.body_limit import BodyLimitMiddleware
 from mlx_host.api.deps import require_service
 from mlx_host.api.errors import error_responses, install_error_handlers
@@ -23,6 +24,10 @@ from mlx_host.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 API_PREFIXES = ("/api/v1", "/v1")
+#: The Messages API's paths, whose errors take Anthropic's shape.
+ANTHROPIC_PATHS = frozenset(
+    f"{prefix}{path}" for prefix in API_PREFIXES for path in ("/messages", "/messages/count_tokens")
+)
 
 
 async def _unload_idle_models(host: Host, every_seconds: float = 1.0) -> None:
@@ -59,6 +64,7 @@ def create_app(settings: Settings | None = None, plugins: PluginManager | None =
         max_bytes=settings.max_request_bytes,
         upload_bytes=settings.max_audio_bytes,
     )
+    app.add_middleware(AnthropicErrorMiddleware, paths=ANTHROPIC_PATHS)  # the 413s too
     # Added last, so outermost: it sees every response, the body limit's 413s included.
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics, limiter=host.limits)
     app.include_router(metrics.router)  # at the root, where Prometheus looks

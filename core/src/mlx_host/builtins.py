@@ -85,7 +85,7 @@ def mlx_host_register_engines(register: Callable[[EngineType], None]) -> None:
 
 @hookimpl
 def mlx_host_register_routes(register: Callable[..., Any]) -> None:
-    """The OpenAI-compatible endpoints, one router per area."""
+    """The OpenAI-compatible endpoints (and Anthropic's Messages API), one router per area."""
     # Imported here: the routers depend on the host, which loads the plugins.
     from mlx_host.api import (
         audio,
@@ -93,10 +93,16 @@ def mlx_host_register_routes(register: Callable[..., Any]) -> None:
         completions,
         embeddings,
         health,
+        messages,
         models,
+        responses,
         sessions,
         speech,
     )
 
-    for area in (chat, completions, embeddings, audio, speech, models, sessions, health):
+    areas = (
+        chat, responses, messages, completions, embeddings, audio, speech, models, sessions,
+        health,
+    )  # fmt: skip
+    for area in areas:
         register(area.router)

@@ -92,10 +92,8 @@ async def until_done(work: Awaitable[T], request: Request) -> T:
     return task.result()
 
 
-async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
-    """The whole answer and its last delta, which carries the finish reason, the counts, the
-    whole thinking, every tool call and (when asked for) the log probabilities of every
-    token."""
+async def collect_deltas(deltas: AsyncIterator[Delta], request: Request) -> list[Delta]:
+    """Every delta of the answer (the request's access record gets its token counts)."""
 
     async def gather() -> list[Delta]:
         async with aclosing(deltas):  # type: ignore[type-var]
@@ -103,6 +101,14 @@ async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, 
 
     parts = await until_done(gather(), request)
     record_of(request).usage(parts[-1].prompt_tokens, parts[-1].completion_tokens)
+    return parts
+
+
+async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, Delta]:
+    """The whole answer and its last delta, which carries the finish reason, the counts, the
+    whole thinking, every tool call and (when asked for) the log probabilities of every
+    token."""
+    parts = await collect_deltas(deltas, request)
     last = dataclasses.replace(
         parts[-1],
         logprobs=tuple(e for d in parts for e in d.logprobs),
@@ -132,13 +138,21 @@ async def stream_response(
     Waits for the first piece (so that errors before any output keep their HTTP status), and
     gives up the request if the client leaves while it waits.
     """
-    first = await until_done(anext(deltas), request)
-    record = record_of(request)
-    record.first_token()
+    first = await first_delta(deltas, request)
     return StreamedResponse(
-        _events(first, deltas, head, choice, include_usage, on_finish, opening, record),
+        _events(first, deltas, head, choice, include_usage, on_finish, opening,
+                record_of(request)),
         close=deltas.aclose,  # type: ignore[attr-defined]
-    )
+    )  # fmt: skip
+
+
+async def first_delta(deltas: AsyncIterator[Delta], request: Request) -> Delta:
+    """The answer's first piece, awaited before a stream starts (so that errors before any
+    output keep their HTTP status), and marked as the first token; gives the request up if
+    the client leaves while it waits."""
+    first = await until_done(anext(deltas), request)
+    record_of(request).first_token()
+    return first
 
 
 async def _events(

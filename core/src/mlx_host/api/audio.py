@@ -15,9 +15,9 @@ from fastapi.responses import Response
 
 from mlx_host import audio
 from mlx_host.api.access import record_of
+from mlx_host.api.answers import StreamedResponse, until_done
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
-from mlx_host.api.responses import StreamedResponse, until_done
 from mlx_host.api.transcripts import ResponseFormat, events, whole
 from mlx_host.errors import InvalidRequestError
 from mlx_host.host import Host

@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from mlx_host.api.answers import JSON_OR_EVENTS
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.logprobs import chat_logprobs
-from mlx_host.api.responses import JSON_OR_EVENTS
 from mlx_host.api.schemas import ChatCompletionRequest
 from mlx_host.api.textgen import response_head
 from mlx_host.api.tool_calls import openai_tool_calls

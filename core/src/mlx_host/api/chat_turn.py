@@ -48,12 +48,17 @@ class ChatTurn:
 
     @classmethod
     async def prepare(
-        cls, host: Host, service: ServiceSpec, body: ChatCompletionRequest
+        cls,
+        host: Host,
+        service: ServiceSpec,
+        body: ChatCompletionRequest,
+        history: Messages | None = None,
     ) -> ChatTurn:
         """Check ``body`` against the service's policy (400, 403, 404 before anything loads),
-        read the session, load the model and build the prompt (413 when it cannot fit)."""
+        read the session's ``history`` (or take the one given), load the model and build the
+        prompt (413 when it cannot fit)."""
         call = TextCall.plan(host, service, "chat", body)
-        history: Messages = []
+        history = list(history or [])
         if body.session_id is not None:
             stored = await host.sessions.messages(service.name, body.session_id)
             history = [
@@ -146,18 +151,23 @@ class ChatTurn:
                     finish_reason=finish,
                 )  # fmt: skip
 
+    def reply_message(self, reply: str) -> Message:
+        """The answer as the history of a later turn keeps it: its text (after the thinking,
+        when ``keep_reasoning``) and its tool calls."""
+        thinking = "".join(self.reasoning)
+        if self.keep_reasoning and thinking and self.engine.reasoning_tags:
+            start, end = self.engine.reasoning_tags
+            reply = f"{start}{thinking}{end}\n\n{reply}"
+        calls = openai_tool_calls(tuple(self.calls), streamed=False) if self.calls else None
+        return Message(role="assistant", content=reply, tool_calls=calls)
+
     async def finish(self, reply: str) -> dict[str, Any]:
         """Save the request's messages and ``reply`` to the session, if any (call it once the
         answer is complete); the fields a response adds about it."""
         if self.session_id is None:
             return {}
         turn = [Message(**m) for m in self.messages if m["role"] != "system"]
-        thinking = "".join(self.reasoning)
-        if self.keep_reasoning and thinking and self.engine.reasoning_tags:
-            start, end = self.engine.reasoning_tags
-            reply = f"{start}{thinking}{end}\n\n{reply}"
-        calls = openai_tool_calls(tuple(self.calls), streamed=False) if self.calls else None
-        turn.append(Message(role="assistant", content=reply, tool_calls=calls))
+        turn.append(self.reply_message(reply))
         service = self.call.service.name
         session = await self.host.sessions.append(service, self.session_id, turn)
         return {"session": {"id": session.id, "trimmed_messages": self.trimmed}}

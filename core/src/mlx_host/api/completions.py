@@ -7,11 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from mlx_host.api.answers import JSON_OR_EVENTS
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.logprobs import CompletionLogprobs
 from mlx_host.api.prompt import check_fits
-from mlx_host.api.responses import JSON_OR_EVENTS
 from mlx_host.api.schemas import CompletionRequest
 from mlx_host.api.textgen import TextCall, response_head
 from mlx_host.errors import InvalidRequestError

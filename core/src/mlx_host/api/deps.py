@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from mlx_host.api.access import record_of
 from mlx_host.errors import AuthenticationError, PermissionDeniedError
@@ -15,7 +15,20 @@ from mlx_host.keys import same_secret
 from mlx_host.plugins import InstalledService
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: its prefix names the service.")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+_api_key_header = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="The same keys, as Anthropic's SDKs send them."
+)
+
+
+def get_credentials(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+) -> str | None:
+    """The request's API key: the bearer token, else the ``x-api-key`` header."""
+    return bearer.credentials if bearer is not None else api_key
+
+
+Credentials = Annotated[str | None, Depends(get_credentials)]
 
 
 def get_host(request: Request) -> Host:
@@ -27,13 +40,14 @@ HostDep = Annotated[Host, Depends(get_host)]
 
 
 async def get_caller(request: Request, host: HostDep, credentials: Credentials) -> InstalledService:
-    """The service of the request's bearer key (recorded for its access line); 401 when
-    missing or unknown."""
+    """The service of the request's key (recorded for its access line); 401 when missing or
+    unknown."""
     if credentials is None:
         raise AuthenticationError(
-            "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
+            "Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')",
+            code="missing_api_key",
         )
-    service = await host.keys.lookup(credentials.credentials)
+    service = await host.keys.lookup(credentials)
     if service is None:
         raise AuthenticationError("Incorrect API key provided")
     record = record_of(request)
@@ -54,7 +68,7 @@ async def get_reader(
     if (
         credentials is not None
         and admin is not None
-        and same_secret(credentials.credentials, admin.get_secret_value())
+        and same_secret(credentials, admin.get_secret_value())
     ):
         return None
     return await get_caller(request, host, credentials)
@@ -78,5 +92,5 @@ def require_admin(host: HostDep, credentials: Credentials) -> None:
     admin = host.settings.admin_key
     if admin is None:
         raise PermissionDeniedError("Management is disabled: set MLX_HOST_ADMIN_KEY")
-    if credentials is None or not same_secret(credentials.credentials, admin.get_secret_value()):
+    if credentials is None or not same_secret(credentials, admin.get_secret_value()):
         raise AuthenticationError("This endpoint needs the admin key")

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlx_host.api.access import record_of
+from mlx_host.api.answers import until_done
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
-from mlx_host.api.responses import until_done
 from mlx_host.embeddings import Embedder, EmbeddingInput
 from mlx_host.errors import InvalidRequestError
 

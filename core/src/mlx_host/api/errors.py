@@ -60,9 +60,11 @@ _MEANING = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for routers: each status documented with the error body."""
-    return {s: {"model": ErrorResponse, "description": _MEANING[s]} for s in (*statuses, 500)}
+def error_responses(
+    *statuses: int, body: type[BaseModel] = ErrorResponse
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for routers: each status documented with the error ``body``."""
+    return {s: {"model": body, "description": _MEANING[s]} for s in (*statuses, 500)}
 
 
 def error_response(

@@ -28,7 +28,7 @@ async def metrics(request: Request, host: HostDep, credentials: Credentials) -> 
             "Metrics are disabled: set MLX_HOST_METRICS_KEY or MLX_HOST_ADMIN_KEY"
         )
     if credentials is None or not any(
-        same_secret(credentials.credentials, key.get_secret_value()) for key in allowed
+        same_secret(credentials, key.get_secret_value()) for key in allowed
     ):
         raise AuthenticationError("/metrics needs the metrics key or the admin key")
     body = generate_latest(request.app.state.metrics.registry)

@@ -57,7 +57,8 @@ def template_options(
 ) -> dict[str, Any]:
     """The chat template options a request asks for: ``chat_template_kwargs`` the template
     reads, ``tools`` (unless ``tool_choice`` is none), and ``reasoning_effort`` as the
-    template takes it; 400 naming what it cannot."""
+    template takes it (``none`` needs no switch where the model does not think); 400 naming
+    what it cannot."""
     options: dict[str, Any] = {}
     for key, value in (body.chat_template_kwargs or {}).items():
         if key not in engine.template_options:
@@ -82,6 +83,8 @@ def template_options(
             options["reasoning_effort"] = effort
         elif "enable_thinking" in engine.template_options:
             options["enable_thinking"] = effort not in ("none", "minimal")
+        elif effort == "none" and engine.reasoning_tags is None:
+            pass  # a model that does not think, asked not to: nothing to switch
         else:
             raise InvalidRequestError(
                 f"reasoning_effort is not supported by {model!r}: its chat template has no "

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from mlx_host.errors import InvalidRequestError
 from mlx_host.generation import SEED_MAX, SEED_MIN, OutputFormat
 
 
-def _refuse_unless_neutral(*neutral: Any) -> AfterValidator:
+def refuse_unless_neutral(*neutral: Any) -> AfterValidator:
+    """A validator that accepts only None and the ``neutral`` values (those that ask for what
+    this server does anyway); any other value is a 400 naming the field."""
+
     def check(value: Any) -> Any:
         if value is None or any(value == n and type(value) is type(n) for n in neutral):
             return value
@@ -26,7 +29,7 @@ def _refuse_unless_neutral(*neutral: Any) -> AfterValidator:
 
 
 #: An OpenAI parameter this server does not implement: a 400 naming it when set.
-Unsupported = Annotated[Any, _refuse_unless_neutral()]
+Unsupported = Annotated[Any, refuse_unless_neutral()]
 #: Identifiers that OpenAI records and that cannot change an answer.
 Identifier = Annotated[str | None, Field(max_length=256)]
 
@@ -67,7 +70,7 @@ class FunctionSpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
-    strict: Annotated[bool | None, _refuse_unless_neutral(False)] = Field(
+    strict: Annotated[bool | None, refuse_unless_neutral(False)] = Field(
         None, description="Arguments are not yet held to the schema while decoding: not true."
     )
 
@@ -142,7 +145,7 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
-    include_obfuscation: Annotated[bool | None, _refuse_unless_neutral(False)] = None
+    include_obfuscation: Annotated[bool | None, refuse_unless_neutral(False)] = None
 
 
 class JSONSchemaFormat(BaseModel):
@@ -262,10 +265,10 @@ class ChatCompletionRequest(GenerationRequest):
     service_tier: Literal["auto", "default"] | None = Field(
         None, description="One tier here: auto and default are accepted."
     )
-    store: Annotated[bool | None, _refuse_unless_neutral(False)] = Field(
+    store: Annotated[bool | None, refuse_unless_neutral(False)] = Field(
         None, description="Stored completions are not supported: false only."
     )
-    modalities: Annotated[list[str] | None, _refuse_unless_neutral(["text"])] = Field(
+    modalities: Annotated[list[str] | None, refuse_unless_neutral(["text"])] = Field(
         None, description='Text only: ["text"].'
     )
     logprobs: bool | None = Field(
@@ -354,10 +357,10 @@ class CompletionRequest(GenerationRequest):
     """Body of ``POST /completions`` (legacy text completion: no chat template)."""
 
     prompt: str | list[str] = Field(description="The text to continue (one prompt only).")
-    best_of: Annotated[int | None, _refuse_unless_neutral(1)] = Field(
+    best_of: Annotated[int | None, refuse_unless_neutral(1)] = Field(
         None, description="One candidate per request: 1 only."
     )
-    echo: Annotated[bool | None, _refuse_unless_neutral(False)] = None
+    echo: Annotated[bool | None, refuse_unless_neutral(False)] = None
     suffix: str | None = Field(
         None, description="Fill in the middle: the completion goes between prompt and suffix, "
         "for models whose tokenizer has FIM tokens (400 otherwise)."
@@ -380,3 +383,16 @@ class CompletionRequest(GenerationRequest):
         if not prompts[0] and not self.suffix:
             raise InvalidRequestError("The prompt is empty", param="prompt", code="empty_prompt")
         return prompts[0]
+
+
+def translated_chat_request(fields: dict[str, Any], param: str) -> ChatCompletionRequest:
+    """The chat request another API's request means (``fields`` that are None are left out);
+    a 400 naming ``param`` for anything that API's own checks let through."""
+    try:
+        return ChatCompletionRequest.model_validate(
+            {k: v for k, v in fields.items() if v is not None}
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise InvalidRequestError(f"{where}: {error['msg']}", param=param) from None

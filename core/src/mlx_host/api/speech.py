@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlx_host import audio_encoding
 from mlx_host.api.access import record_of
+from mlx_host.api.answers import StreamedResponse, sse_event, until_done
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
-from mlx_host.api.responses import StreamedResponse, sse_event, until_done
 from mlx_host.api.transcripts import AUDIO_TOKENS_PER_SECOND
 from mlx_host.audio_encoding import Encoder, SpeechFormat
 from mlx_host.errors import InvalidRequestError, MLXHostError

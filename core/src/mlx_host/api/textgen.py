@@ -12,8 +12,8 @@ from typing import Any, Literal
 from fastapi import Request
 
 from mlx_host.api.access import record_of
+from mlx_host.api.answers import ChoiceBuilder, OnFinish, collect, stream_response, usage
 from mlx_host.api.policy import output_format, sampling_params
-from mlx_host.api.responses import ChoiceBuilder, OnFinish, collect, stream_response, usage
 from mlx_host.api.schemas import GenerationRequest
 from mlx_host.errors import ModelLoadError
 from mlx_host.generation import Delta, OutputFormat, SamplingParams, TextGenerator, TextRequest

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from mlx_host.api.responses import sse_event
+from mlx_host.api.answers import sse_event
 from mlx_host.errors import MLXHostError
 from mlx_host.transcription import Segment, Task, Transcript, TranscriptPiece
 

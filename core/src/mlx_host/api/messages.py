@@ -1,0 +1,167 @@
+"""``/messages``: Anthropic's Messages API on the caller's service (keys in ``x-api-key`` or
+the bearer header, as everywhere).
+
+A request becomes the chat request it means (``MessagesRequest.chat``) and is answered by the
+same ``ChatTurn`` as chat completions: the service's policy, model choice, limits, prompt
+cache and metrics are one path. Only the shape of the answer is this API's; its errors take
+Anthropic's shape (``anthropic_errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from mlx_host.api.access import record_of
+from mlx_host.api.answer_parts import AnswerParts, Part, PartEvent
+from mlx_host.api.answers import JSON_OR_EVENTS, StreamedResponse, collect_deltas, first_delta
+from mlx_host.api.anthropic_errors import AnthropicErrorResponse, anthropic_error_body
+from mlx_host.api.chat_turn import ChatTurn
+from mlx_host.api.deps import Caller, HostDep
+from mlx_host.api.errors import error_responses
+from mlx_host.api.messages_schema import MessagesPrompt, MessagesRequest
+from mlx_host.errors import MLXHostError
+from mlx_host.generation import Delta
+
+router = APIRouter(
+    tags=["messages"],
+    responses=error_responses(400, 401, 403, 404, 413, 429, 503, body=AnthropicErrorResponse),
+)
+_STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}
+
+
+@router.post("/messages", responses=JSON_OR_EVENTS)
+async def create_message(
+    body: MessagesRequest, caller: Caller, host: HostDep, request: Request
+) -> Any:
+    """Create a message (Anthropic's Messages API).
+
+    Content blocks of text, ``tool_use`` and ``tool_result`` are read (earlier ``thinking``
+    is accepted and left out); the answer's blocks are ``thinking`` (for models that think),
+    ``text`` and ``tool_use``. With ``stream: true`` it arrives as Anthropic's server-sent
+    events, from ``message_start`` to ``message_stop``.
+    """
+    turn = await ChatTurn.prepare(host, caller.spec, body.chat())
+    answer = _Answer(body, turn)
+    record_of(request).model = turn.model.name
+    deltas = turn.generate()
+    if body.stream:
+        first = await first_delta(deltas, request)
+        return StreamedResponse(
+            answer.events(first, deltas, request),
+            close=deltas.aclose,  # type: ignore[attr-defined]
+        )
+    parts = AnswerParts()
+    collected = await collect_deltas(deltas, request)
+    for delta in collected:
+        parts.feed(delta)
+    return answer.message([answer.block(p) for p in parts.parts], collected[-1])
+
+
+@router.post("/messages/count_tokens")
+async def count_tokens(body: MessagesPrompt, caller: Caller, host: HostDep) -> dict[str, int]:
+    """The prompt's tokens, as ``/messages`` would build it for the model (its template,
+    tools and the service's system prompt included)."""
+    turn = await ChatTurn.prepare(host, caller.spec, body.chat_request(max_tokens=1))
+    return {"input_tokens": len(turn.prompt)}
+
+
+class _Answer:
+    """One message: its blocks, whole or as events."""
+
+    def __init__(self, body: MessagesRequest, turn: ChatTurn) -> None:
+        self.body = body
+        self.turn = turn
+        self.id = f"msg_{uuid.uuid4().hex}"
+        self.omit_thinking = body.thinking is not None and body.thinking.display == "omitted"
+
+    def block(self, part: Part, done: bool = True) -> dict[str, Any]:
+        """``part`` as a content block (empty, as a stream starts it, when not ``done``)."""
+        if part.kind == "tool_call":
+            assert part.call is not None
+            return {"type": "tool_use", "id": part.call.id, "name": part.call.name,
+                    "input": json.loads(part.text) if done else {}}  # fmt: skip
+        if part.kind == "reasoning":
+            thinking = part.text if done and not self.omit_thinking else ""
+            return {"type": "thinking", "thinking": thinking, "signature": ""}
+        return {"type": "text", "text": part.text if done else ""}
+
+    def message(self, content: list[dict[str, Any]], last: Delta | None) -> dict[str, Any]:
+        """The message object (``last``: the answer's last delta, once it is done)."""
+        stop_reason = stop_sequence = None
+        if last is not None:
+            stop_reason = _STOP_REASONS.get(last.finish_reason or "", "end_turn")
+            if last.stop_sequence is not None:
+                stop_reason, stop_sequence = "stop_sequence", last.stop_sequence
+        return {
+            "id": self.id, "type": "message", "role": "assistant",
+            "model": self.turn.model.name, "content": content, "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence, "usage": self.usage(last),
+        }  # fmt: skip
+
+    def usage(self, last: Delta | None) -> dict[str, int]:
+        """Anthropic's usage: prompt tokens read from the cache apart from the others."""
+        prompt = len(self.turn.prompt) if last is None else last.prompt_tokens
+        cached = 0 if last is None else last.cached_tokens
+        return {
+            "input_tokens": prompt - cached,
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": 0 if last is None else last.completion_tokens,
+        }
+
+    async def events(
+        self, first: Delta, rest: AsyncIterator[Delta], request: Request
+    ) -> AsyncIterator[str]:
+        """Anthropic's server-sent events for the answer; an error after the first event ends
+        them with an ``error`` event."""
+
+        def event(kind: str, **fields: Any) -> str:
+            payload = {"type": kind, **fields}
+            return f"event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+        yield event("message_start", message=self.message([], None))
+        parts, last = AnswerParts(), first
+        async with aclosing(rest):  # type: ignore[type-var]
+            try:
+                delta: Delta | None = first
+                while delta is not None:
+                    last = delta
+                    for change in parts.feed(delta):
+                        if (shown := self._block_event(change)) is not None:
+                            kind, fields = shown
+                            yield event(kind, **fields)
+                    if delta.finish_reason is not None:
+                        break
+                    delta = await anext(rest, None)
+            except MLXHostError as exc:
+                yield event("error", **anthropic_error_body(exc.status_code, exc.message))
+                return
+        record_of(request).usage(last.prompt_tokens, last.completion_tokens)
+        done = self.message([], last)
+        yield event("message_delta", delta={"stop_reason": done["stop_reason"],
+                                            "stop_sequence": done["stop_sequence"]},
+                    usage=done["usage"])  # fmt: skip
+        yield event("message_stop")
+
+    def _block_event(self, change: PartEvent) -> tuple[str, dict[str, Any]] | None:
+        """The event of one change to a part of the answer (None: nothing to send)."""
+        part, index = change.part, change.part.index
+        if change.kind == "open":
+            return "content_block_start", {"index": index, "content_block": self.block(part, False)}
+        if change.kind == "close":
+            return "content_block_stop", {"index": index}
+        if part.kind == "tool_call":
+            delta = {"type": "input_json_delta", "partial_json": change.piece}
+        elif part.kind == "reasoning":
+            if self.omit_thinking:
+                return None
+            delta = {"type": "thinking_delta", "thinking": change.piece}
+        else:
+            delta = {"type": "text_delta", "text": change.piece}
+        return ("content_block_delta", {"index": index, "delta": delta}) if change.piece else None
