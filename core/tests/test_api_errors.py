@@ -6,6 +6,7 @@ import httpx
 import openai
 import pytest
 
+from mlx_host.app import ANTHROPIC_PATHS
 from mlx_host.testing import RunningServer
 
 
@@ -130,10 +131,11 @@ def test_openapi_documents_every_error_status_with_the_error_schema(
 ) -> None:
     schema = httpx.get(f"{server.url}/openapi.json").json()
     assert "HTTPValidationError" not in schema["components"]["schemas"]
-    error_ref = "#/components/schemas/ErrorResponse"
     chat = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
     assert {"400", "401", "403", "404", "413", "429", "500", "503"} <= set(chat)
     for path, operations in schema["paths"].items():
+        # Anthropic's Messages API answers errors in Anthropic's shape.
+        shape = "AnthropicErrorResponse" if path in ANTHROPIC_PATHS else "ErrorResponse"
         for method, operation in operations.items():
             responses = operation["responses"]
             assert "422" not in responses, (method, path)
@@ -141,7 +143,8 @@ def test_openapi_documents_every_error_status_with_the_error_schema(
             for status, response in responses.items():
                 if status.startswith(("4", "5")):
                     content = response["content"]["application/json"]["schema"]
-                    assert content == {"$ref": error_ref}, (method, path, status)
+                    expected = {"$ref": f"#/components/schemas/{shape}"}
+                    assert content == expected, (method, path, status)
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
