@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, ClassVar
 import numpy as np
 
 from mlx_host.embeddings import EmbeddingInput, Embeddings
-from mlx_host.errors import InvalidRequestError
+from mlx_host.errors import GenerationError, InvalidRequestError
 from mlx_host.generation import (
     Delta,
     OutputFormat,
@@ -119,6 +119,7 @@ class FakeLog:
         self._open = threading.Event()
         self._open.set()
         self._hold_after = 1
+        self._fail_after: int | None = None
 
     @property
     def last(self) -> Any:
@@ -130,10 +131,16 @@ class FakeLog:
         """Answer the next requests with ``texts``, in order."""
         self._replies.extend(texts)
 
+    def fail(self, after: int) -> None:
+        """The next text answer fails (``GenerationError``, as when the model fails on it)
+        after its first ``after`` tokens."""
+        self._fail_after = after
+
     def clear(self) -> None:
-        """Forget requests and scripted replies, and release any hold."""
+        """Forget requests, scripted replies and failures, and release any hold."""
         self.requests.clear()
         self._replies.clear()
+        self._fail_after = None
         self._open.set()
 
     @contextmanager
@@ -254,6 +261,7 @@ class FakeLLM(Engine):
         )  # fmt: skip
         users = [m["content"] for m in messages or () if m["role"] == "user"]
         reply = self.log._next_reply(users[-1] if users else prompt)
+        fail_after, self.log._fail_after = self.log._fail_after, None
         params, stops = request.params, StopMatcher(list(request.params.stop))
 
         pending: list[TokenLogprob] = []  # one per character, certain: log probability 0
@@ -274,6 +282,8 @@ class FakeLLM(Engine):
                     finish = "length"
                     break
                 await self.log._wait_if_held(produced)
+                if produced == fail_after:
+                    raise GenerationError()
                 produced += 1
                 if params.logprobs is not None:
                     pending.append(
