@@ -5,7 +5,6 @@ count_tokens, ``x-api-key``, and errors in Anthropic's shape."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +85,7 @@ def test_a_plain_answer_whole_and_streamed(client, fake) -> None:
     events, final = streamed(client, model="default", max_tokens=100, messages=HI)
     kinds = [e.type for e in events]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert events[0].message.usage.input_tokens == message.usage.input_tokens
     assert "content_block_start" in kinds and "message_delta" in kinds
     assert outline(final.content) == outline(message.content)
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == 12
@@ -106,6 +106,9 @@ def test_thinking_comes_in_thinking_blocks(client, fake) -> None:
                                                             "display": "omitted"}})  # fmt: skip
     assert outline(hidden.content) == [("thinking", ""), ("text", "Hello there!")]
     client.messages.create(**{**body, "thinking": {"type": "disabled"}})
+    assert fake.last.options == {"enable_thinking": False}
+    # Anthropic's default is no thinking: switched off where the template can.
+    client.messages.create(model="default", max_tokens=100, messages=HI)
     assert fake.last.options == {"enable_thinking": False}
 
 
@@ -169,7 +172,7 @@ def test_count_tokens_counts_the_prompt_the_model_would_read(client, fake) -> No
     assert counted.input_tokens == message.usage.input_tokens + (
         message.usage.cache_read_input_tokens or 0
     )
-    assert counted.input_tokens == len(json.dumps(fake.last.messages))
+    assert counted.input_tokens == len(fake.last.prompt)  # the fake: a token a character
 
 
 def test_keys_work_in_x_api_key_and_the_bearer_header(server: RunningServer, fake) -> None:
@@ -198,6 +201,8 @@ def test_keys_work_in_x_api_key_and_the_bearer_header(server: RunningServer, fak
      "invalid_request_error"),
     (None, {"model": "default", "max_tokens": 10, "messages": HI, "mcp_servers": []}, 400,
      "invalid_request_error"),
+    (None, {"model": "default", "max_tokens": 10, "messages": [
+        *HI, {"role": "assistant", "content": "The answer is"}]}, 400, "invalid_request_error"),
 ])  # fmt: skip
 def test_errors_take_anthropics_shape(
     server: RunningServer, headers: dict | None, body: dict, status: int, kind: str
@@ -227,3 +232,33 @@ def test_oversized_bodies_are_anthropic_413s(server: RunningServer) -> None:
     answer = httpx.post(f"{server.url}/v1/messages", json=body,
                         headers={"x-api-key": server.keys["delta"]})  # fmt: skip
     assert answer.status_code == 413 and answer.json()["error"]["type"] == "request_too_large"
+
+
+def test_errors_name_this_apis_fields(server: RunningServer) -> None:
+    headers = {"x-api-key": server.keys["delta"]}
+    body = {"model": "default", "max_tokens": 10, "messages": HI, "tools": [WEATHER],
+            "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}}  # fmt: skip
+    answer = httpx.post(f"{server.url}/v1/messages", json=body, headers=headers)
+    assert answer.status_code == 400
+    message = answer.json()["error"]["message"]
+    assert "tool_choice.disable_parallel_tool_use" in message and "parallel_tool_calls" not in (
+        message.replace("disable_parallel_tool_use", "")
+    )
+    over = httpx.post(
+        f"{server.url}/v1/messages",
+        headers=headers,
+        json={**body, "tools": None, "tool_choice": None, "max_tokens": 9999},
+    )
+    assert "max_tokens 9999" in over.json()["error"]["message"]
+
+
+def test_a_failure_mid_stream_ends_with_an_error_event(client, fake) -> None:
+    fake.reply("Hello there!")
+    fake.fail(after=5)
+    stream = client.messages.create(model="default", max_tokens=100, messages=HI, stream=True)
+    with stream, pytest.raises(anthropic.APIStatusError) as failed:
+        list(stream)
+    assert failed.value.body["error"]["type"] == "api_error"
+    fake.reply("Fine again.")
+    message = client.messages.create(model="default", max_tokens=100, messages=HI)
+    assert outline(message.content) == [("text", "Fine again.")]

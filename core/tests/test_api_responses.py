@@ -128,6 +128,11 @@ def test_function_tools_whole_and_streamed(client, fake) -> None:
     fake.reply(CALLS)
     events, items = streamed(client, input="Weather?", tools=[WEATHER])
     assert outline(items) == outline(events[-1].response.output) == expected
+    fake.reply(CALLS)
+    named = {"type": "function", "name": "get_weather"}
+    events, items = streamed(client, input="Weather?", tools=[WEATHER], tool_choice=named)
+    assert events[-1].response.tool_choice.name == "get_weather"
+    assert outline(items)[1:] == expected[1:]  # held to calls: the text before them goes
     done = [e for e in events if e.type == "response.function_call_arguments.done"]
     assert [json.loads(e.arguments) for e in done] == [{"city": "Paris"}, {"city": "Oslo"}]
 
@@ -143,14 +148,31 @@ def test_function_tools_whole_and_streamed(client, fake) -> None:
     assert roles == ["user", "assistant", "tool", "tool"]
     assert [c["id"] for c in fake.last.messages[1]["tool_calls"]] == [c.call_id for c in calls]
 
+    # Without storing: the output items go back as the SDK dumps them, with the outputs.
+    fake.reply("Sunny.")
+    outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": "sunny"}
+               for c in calls]  # fmt: skip
+    passed_back = client.responses.create(
+        store=False, tools=[WEATHER],
+        input=[{"role": "user", "content": "Weather?"},
+               *(item.model_dump() for item in response.output), *outputs],
+    )  # fmt: skip
+    assert passed_back.output_text == "Sunny."
+    assert [m["role"] for m in fake.last.messages] == ["user", "assistant", "tool", "tool"]
+    assert fake.last.messages[1]["content"] == "Let me check."
+
 
 def test_a_conversation_continues_through_previous_response_id(client, fake) -> None:
     fake.reply("Nice to meet you, Ada.")
-    first = client.responses.create(input="I am Ada.")
+    first = client.responses.create(input="I am Ada.", instructions="Be kind.")
     fake.reply("You are Ada.")
-    second = client.responses.create(input="Who am I?", previous_response_id=first.id)
+    second = client.responses.create(
+        input="Who am I?", previous_response_id=first.id, instructions="Be brief."
+    )
     assert second.previous_response_id == first.id
+    # This request's instructions come first; the earlier ones are not carried over.
     assert fake.last.messages == [
+        {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "I am Ada."},
         {"role": "assistant", "content": "Nice to meet you, Ada."},
         {"role": "user", "content": "Who am I?"},
@@ -218,7 +240,10 @@ def test_logprobs_come_with_the_text(client, fake) -> None:
     ({"input": "Hi", "text": {"verbosity": "high"}}, "text.verbosity"),
     ({"input": "Hi", "top_logprobs": 2}, "top_logprobs"),
     ({"input": "Hi", "previous_response_id": "resp_nope"}, "previous_response_id"),
-    ({"input": "Hi", "max_output_tokens": 100000}, "max_completion_tokens"),
+    ({"input": "Hi", "max_output_tokens": 100000}, "max_output_tokens"),
+    ({"input": "Hi", "stream": True, "stream_options": {"include_usage": True}},
+     "stream_options.include_usage"),
+    ({"input": "Hi", "reasoning": {"summary": "detailed"}}, "reasoning.summary"),
     ({"input": "Hi", "frequency_penalty": 1}, "frequency_penalty"),
 ])  # fmt: skip
 def test_bad_requests_are_openai_errors_naming_the_field(
@@ -264,3 +289,17 @@ def test_the_sdk_stream_helper_assembles_the_answer(client, fake) -> None:
     assert "".join(deltas) == final.output_text == "Hello there!"
     assert outline(final.output) == [("reasoning", "The user greets me."),
                                      ("message", "Hello there!")]  # fmt: skip
+
+
+def test_a_failure_mid_stream_ends_with_response_failed(client, fake) -> None:
+    fake.reply("Hello there!")
+    fake.fail(after=5)
+    events = list(client.responses.create(input="Hi", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-2:] == ["error", "response.failed"] and "response.completed" not in kinds
+    assert events[-2].code == "generation_failed"
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.code == "generation_failed"
+    assert [item.status for item in failed.output] == ["in_progress"]  # cut off
+    fake.reply("Fine again.")
+    assert client.responses.create(input="Hi").output_text == "Fine again."

@@ -46,11 +46,27 @@ class AnswerParts:
 
     def __init__(self) -> None:
         self.parts: list[Part] = []
+        #: The answer's text as the model wrote it (what a later turn's history keeps).
+        self.text = ""
         self._open: Part | None = None
         self._held = ""  # trailing whitespace of the open part, not yet sent
 
+    @classmethod
+    def of(cls, deltas: list[Delta]) -> AnswerParts:
+        """The parts of a whole answer."""
+        parts = cls()
+        for delta in deltas:
+            parts.feed(delta)
+        return parts
+
+    @property
+    def open_part(self) -> Part | None:
+        """The part still growing (None between parts and once the answer is done)."""
+        return self._open
+
     def feed(self, delta: Delta) -> list[PartEvent]:
         """The events of one delta (the last one closes the open part)."""
+        self.text += delta.text
         events = []
         if delta.reasoning:
             events += self._grow("reasoning", delta.reasoning, ())

@@ -1,4 +1,5 @@
-"""Turning a request's stream of generated text into OpenAI responses: whole, or as SSE."""
+"""Turning a request's stream of generated text into an HTTP answer: whole, or as server-sent
+events (chat's and completions' here; the Responses and Messages APIs shape their own)."""
 
 from __future__ import annotations
 
@@ -123,6 +124,24 @@ def sse_event(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+def named_sse_event(kind: str, payload: dict[str, Any]) -> str:
+    """One server-sent event named ``kind`` carrying ``payload`` with ``type`` ``kind``, as the
+    Responses and Messages APIs send them."""
+    body = json.dumps({"type": kind, **payload}, ensure_ascii=False)
+    return f"event: {kind}\ndata: {body}\n\n"
+
+
+async def answer_deltas(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    """``first`` (``first_delta``'s) and the rest of the answer, through its last delta (the
+    one with a finish reason). Whoever streams them closes ``rest``."""
+    delta: Delta | None = first
+    while delta is not None:
+        yield delta
+        if delta.finish_reason is not None:
+            return
+        delta = await anext(rest, None)
+
+
 async def stream_response(
     deltas: AsyncIterator[Delta],
     request: Request,
@@ -170,8 +189,7 @@ async def _events(
     last, text = first, []
     async with aclosing(rest):  # type: ignore[type-var]
         try:
-            delta: Delta | None = first
-            while delta is not None:
+            async for delta in answer_deltas(first, rest):
                 last = delta
                 text.append(delta.text)
                 if delta.text or delta.reasoning or delta.logprobs or delta.tool_calls:
@@ -184,8 +202,6 @@ async def _events(
                     )
                     end = choice(nothing, delta.finish_reason)
                     yield sse_event({**head, "choices": [end], **extra})
-                    break
-                delta = await anext(rest, None)
         except MLXHostError as exc:
             yield sse_event(exc.body())
             return

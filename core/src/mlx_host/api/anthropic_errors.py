@@ -95,10 +95,11 @@ class AnthropicErrorMiddleware:
     @staticmethod
     async def _send_error(send: Send, start: Message, message: str) -> None:
         content = json.dumps(anthropic_error_body(start["status"], message)).encode()
-        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+        replaced = (b"content-length", b"content-type")
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in replaced]
         headers += [(b"content-length", str(len(content)).encode()),
                     (b"content-type", b"application/json")]  # fmt: skip
-        await send({**start, "headers": list(dict(headers).items())})
+        await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
 

@@ -52,20 +52,18 @@ class ChatTurn:
         host: Host,
         service: ServiceSpec,
         body: ChatCompletionRequest,
-        history: Messages | None = None,
+        history: list[Message] | None = None,
+        instructions: str | None = None,
     ) -> ChatTurn:
         """Check ``body`` against the service's policy (400, 403, 404 before anything loads),
-        read the session's ``history`` (or take the one given), load the model and build the
-        prompt (413 when it cannot fit)."""
+        read the session's history (or take the ``history`` given, for a request without a
+        session), load the model and build the prompt (413 when it cannot fit), after
+        ``instructions`` when given (a system message ahead of the history)."""
+        assert history is None or body.session_id is None, "one history, not two"
         call = TextCall.plan(host, service, "chat", body)
-        history = list(history or [])
         if body.session_id is not None:
-            stored = await host.sessions.messages(service.name, body.session_id)
-            history = [
-                m.model_dump(include={"role", "content", "tool_calls", "tool_call_id"},
-                             exclude_none=True)
-                for m in stored
-            ]  # fmt: skip
+            history = await host.sessions.messages(service.name, body.session_id)
+        previous = [m.chat_message() for m in history or ()]
         model, engine = await call.load()
         options = template_options(body, engine, call.model_name)
         if "tools" in options and body.response_format is None:
@@ -95,8 +93,9 @@ class ChatTurn:
             )
         messages = request_messages(body.messages)
         prompt, trimmed = build_prompt(
-            engine, service.policy, history, messages, call.params.max_tokens, options
-        )
+            engine, service.policy, previous, messages, call.params.max_tokens, options,
+            instructions,
+        )  # fmt: skip
         return cls(
             host, call, model, engine, messages, body.session_id, prompt, trimmed,
             body.keep_reasoning, options.get("tools"),

@@ -19,14 +19,25 @@ from fastapi import APIRouter, Request
 
 from mlx_host.api.access import record_of
 from mlx_host.api.answer_parts import AnswerParts, Part, PartEvent
-from mlx_host.api.answers import JSON_OR_EVENTS, StreamedResponse, collect_deltas, first_delta
+from mlx_host.api.answers import (
+    JSON_OR_EVENTS,
+    StreamedResponse,
+    answer_deltas,
+    collect_deltas,
+    first_delta,
+    named_sse_event,
+)
 from mlx_host.api.anthropic_errors import AnthropicErrorResponse, anthropic_error_body
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
-from mlx_host.api.messages_schema import MessagesPrompt, MessagesRequest
+from mlx_host.api.messages_schema import FIELD_NAMES, MessagesPrompt, MessagesRequest
+from mlx_host.api.schemas import ChatCompletionRequest, fields_renamed
+from mlx_host.api.textgen import TextCall
 from mlx_host.errors import MLXHostError
 from mlx_host.generation import Delta
+from mlx_host.host import Host
+from mlx_host.services import ServiceSpec
 
 router = APIRouter(
     tags=["messages"],
@@ -46,29 +57,49 @@ async def create_message(
     ``text`` and ``tool_use``. With ``stream: true`` it arrives as Anthropic's server-sent
     events, from ``message_start`` to ``message_stop``.
     """
-    turn = await ChatTurn.prepare(host, caller.spec, body.chat())
-    answer = _Answer(body, turn)
-    record_of(request).model = turn.model.name
-    deltas = turn.generate()
-    if body.stream:
-        first = await first_delta(deltas, request)
-        return StreamedResponse(
-            answer.events(first, deltas, request),
-            close=deltas.aclose,  # type: ignore[attr-defined]
-        )
-    parts = AnswerParts()
-    collected = await collect_deltas(deltas, request)
-    for delta in collected:
-        parts.feed(delta)
-    return answer.message([answer.block(p) for p in parts.parts], collected[-1])
+    with fields_renamed(FIELD_NAMES):
+        chat = await _thinking_off_by_default(host, caller.spec, body, body.chat())
+        turn = await ChatTurn.prepare(host, caller.spec, chat)
+        answer = _Answer(body, turn)
+        record_of(request).model = turn.model.name
+        deltas = turn.generate()
+        if body.stream:
+            first = await first_delta(deltas, request)
+            return StreamedResponse(
+                answer.events(first, deltas, request),
+                close=deltas.aclose,  # type: ignore[attr-defined]
+            )
+        collected = await collect_deltas(deltas, request)
+        parts = AnswerParts.of(collected)
+        return answer.message([answer.block(p) for p in parts.parts], collected[-1])
 
 
 @router.post("/messages/count_tokens")
-async def count_tokens(body: MessagesPrompt, caller: Caller, host: HostDep) -> dict[str, int]:
+async def count_tokens(
+    body: MessagesPrompt, caller: Caller, host: HostDep, request: Request
+) -> dict[str, int]:
     """The prompt's tokens, as ``/messages`` would build it for the model (its template,
     tools and the service's system prompt included)."""
-    turn = await ChatTurn.prepare(host, caller.spec, body.chat_request(max_tokens=1))
+    with fields_renamed(FIELD_NAMES):
+        # One token of room for the answer: a prompt that fits is counted, never refused.
+        chat = body.chat_request(max_tokens=1)
+        chat = await _thinking_off_by_default(host, caller.spec, body, chat)
+        turn = await ChatTurn.prepare(host, caller.spec, chat)
+    record_of(request).model = turn.model.name
     return {"input_tokens": len(turn.prompt)}
+
+
+async def _thinking_off_by_default(
+    host: Host, service: ServiceSpec, body: MessagesPrompt, chat: ChatCompletionRequest
+) -> ChatCompletionRequest:
+    """``chat`` with thinking switched off where the request does not ask for it (Anthropic's
+    default) and the model's template has a switch; a model that always thinks still does."""
+    if body.thinking is not None or chat.reasoning_effort is not None:
+        return chat
+    _, engine = await TextCall.plan(host, service, "chat", chat).load()
+    if engine.template_options & {"enable_thinking", "reasoning_effort"}:
+        return chat.model_copy(update={"reasoning_effort": "none"})
+    return chat
 
 
 class _Answer:
@@ -91,29 +122,23 @@ class _Answer:
             return {"type": "thinking", "thinking": thinking, "signature": ""}
         return {"type": "text", "text": part.text if done else ""}
 
-    def message(self, content: list[dict[str, Any]], last: Delta | None) -> dict[str, Any]:
-        """The message object (``last``: the answer's last delta, once it is done)."""
+    def message(self, content: list[dict[str, Any]], delta: Delta) -> dict[str, Any]:
+        """The message object, as of ``delta`` (why it stopped, once that is the last)."""
         stop_reason = stop_sequence = None
-        if last is not None:
-            stop_reason = _STOP_REASONS.get(last.finish_reason or "", "end_turn")
-            if last.stop_sequence is not None:
-                stop_reason, stop_sequence = "stop_sequence", last.stop_sequence
+        if delta.finish_reason is not None:
+            stop_reason = _STOP_REASONS.get(delta.finish_reason, "end_turn")
+            if delta.finish_reason == "stop" and delta.stop_sequence is not None:
+                stop_reason, stop_sequence = "stop_sequence", delta.stop_sequence
+        cached = delta.cached_tokens
+        usage = {
+            "input_tokens": delta.prompt_tokens - cached, "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0, "output_tokens": delta.completion_tokens,
+        }  # fmt: skip
         return {
             "id": self.id, "type": "message", "role": "assistant",
             "model": self.turn.model.name, "content": content, "stop_reason": stop_reason,
-            "stop_sequence": stop_sequence, "usage": self.usage(last),
+            "stop_sequence": stop_sequence, "usage": usage,
         }  # fmt: skip
-
-    def usage(self, last: Delta | None) -> dict[str, int]:
-        """Anthropic's usage: prompt tokens read from the cache apart from the others."""
-        prompt = len(self.turn.prompt) if last is None else last.prompt_tokens
-        cached = 0 if last is None else last.cached_tokens
-        return {
-            "input_tokens": prompt - cached,
-            "cache_read_input_tokens": cached,
-            "cache_creation_input_tokens": 0,
-            "output_tokens": 0 if last is None else last.completion_tokens,
-        }
 
     async def events(
         self, first: Delta, rest: AsyncIterator[Delta], request: Request
@@ -122,23 +147,18 @@ class _Answer:
         them with an ``error`` event."""
 
         def event(kind: str, **fields: Any) -> str:
-            payload = {"type": kind, **fields}
-            return f"event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+            return named_sse_event(kind, fields)
 
-        yield event("message_start", message=self.message([], None))
+        yield event("message_start", message=self.message([], first))
         parts, last = AnswerParts(), first
         async with aclosing(rest):  # type: ignore[type-var]
             try:
-                delta: Delta | None = first
-                while delta is not None:
+                async for delta in answer_deltas(first, rest):
                     last = delta
                     for change in parts.feed(delta):
                         if (shown := self._block_event(change)) is not None:
                             kind, fields = shown
                             yield event(kind, **fields)
-                    if delta.finish_reason is not None:
-                        break
-                    delta = await anext(rest, None)
             except MLXHostError as exc:
                 yield event("error", **anthropic_error_body(exc.status_code, exc.message))
                 return

@@ -29,6 +29,15 @@ from mlx_host.api.schemas import (
 from mlx_host.errors import InvalidRequestError
 
 _BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
+#: The chat request's fields as this API names them, for errors raised on the chat path.
+FIELD_NAMES = {
+    "max_completion_tokens": "max_tokens",
+    "session_id": "messages",
+    "stop": "stop_sequences",
+    "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+    "reasoning_effort": "thinking",
+    "response_format": "output_config.format",
+}
 
 
 class CacheControl(BaseModel):
@@ -234,7 +243,9 @@ class MessagesPrompt(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description='A model the service allows, or "default".')
-    messages: list[InputMessage] = Field(min_length=1)
+    messages: list[InputMessage] = Field(
+        min_length=1, description="Ending with a user turn (a prefilled assistant turn is refused)."
+    )
     system: str | list[TextBlock] | None = None
     tools: list[ToolSpec] | None = Field(None, max_length=128)
     tool_choice: ToolChoice | None = None
@@ -249,6 +260,16 @@ class MessagesPrompt(BaseModel):
     speed: Unsupported = None
     user_profile_id: Unsupported = None
     workspace_id: Unsupported = None
+
+    @model_validator(mode="after")
+    def _no_prefill(self) -> MessagesPrompt:
+        if self.messages[-1].role == "assistant":
+            raise InvalidRequestError(
+                "A final assistant message (prefill) is not supported: end with a user turn",
+                param="messages",
+                code="unsupported_parameter",
+            )
+        return self
 
     def chat_request(self, **sampling: Any) -> ChatCompletionRequest:
         """The same request as a chat completion, with ``sampling`` fields (answered whole:
@@ -265,7 +286,7 @@ class MessagesPrompt(BaseModel):
                 {"type": "function", "function": {"name": choice.name}} if choice.type == "tool"
                 else {"auto": "auto", "any": "required", "none": "none"}[choice.type]
             )  # fmt: skip
-            if choice.disable_parallel_tool_use:
+            if choice.disable_parallel_tool_use and choice.type != "none":
                 body["parallel_tool_calls"] = False
         effort: str | None = self.output_config.effort if self.output_config else None
         if self.thinking is not None:

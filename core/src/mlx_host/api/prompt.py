@@ -21,14 +21,18 @@ def build_prompt(
     messages: Messages,
     max_tokens: int,
     options: dict[str, Any] | None = None,
+    instructions: str | None = None,
 ) -> tuple[list[int], int]:
-    """Prompt tokens for ``history + messages`` with the policy's system prompt, and how many
+    """Prompt tokens for ``history + messages`` after the system prompt (the request's
+    ``instructions``, else the policy's unless a message is a system message), and how many
     history messages were dropped to fit the context (the policy's ``history_trim`` rule).
 
     The request's own messages are never dropped: if they alone do not fit, 413.
     """
     system: Messages = []
-    if policy.system_prompt and not any(m["role"] == "system" for m in history + messages):
+    if instructions is not None:
+        system = [{"role": "system", "content": instructions}]
+    elif policy.system_prompt and not any(m["role"] == "system" for m in history + messages):
         system = [{"role": "system", "content": policy.system_prompt}]
     limit = engine.context_length or 0
 

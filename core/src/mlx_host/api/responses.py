@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import itertools
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,15 +21,20 @@ from fastapi import APIRouter, Request
 
 from mlx_host.api.access import record_of
 from mlx_host.api.answer_parts import AnswerParts, Part, PartEvent
-from mlx_host.api.answers import JSON_OR_EVENTS, StreamedResponse, collect_deltas, first_delta
+from mlx_host.api.answers import (
+    JSON_OR_EVENTS,
+    StreamedResponse,
+    answer_deltas,
+    collect_deltas,
+    first_delta,
+    named_sse_event,
+)
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
 from mlx_host.api.errors import error_responses
 from mlx_host.api.logprobs import chat_logprobs
-from mlx_host.api.responses_schema import (
-    INCLUDE_REASONING,
-    ResponseCreateRequest,
-)
+from mlx_host.api.responses_schema import FIELD_NAMES, INCLUDE_REASONING, ResponseCreateRequest
+from mlx_host.api.schemas import fields_renamed
 from mlx_host.errors import MLXHostError, NotFoundError
 from mlx_host.generation import Delta
 from mlx_host.services import ServiceSpec
@@ -55,35 +59,32 @@ async def create_response(
     arrives as the Responses API's server-sent events, from ``response.created`` to
     ``response.completed``.
     """
-    history: list[Message] = []
-    if body.previous_response_id is not None:
-        try:
-            previous = await host.sessions.load_response(
-                caller.spec.name, body.previous_response_id
+    with fields_renamed(FIELD_NAMES):
+        history: list[Message] = []
+        if body.previous_response_id is not None:
+            try:
+                previous = await host.sessions.load_response(
+                    caller.spec.name, body.previous_response_id
+                )
+            except NotFoundError as exc:
+                exc.param = "previous_response_id"
+                raise
+            history = previous.messages
+        turn = await ChatTurn.prepare(
+            host, _with_truncation(caller.spec, body), body.chat_request(), history,
+            body.instructions,
+        )  # fmt: skip
+        answer = _Answer(body, turn, history)
+        record_of(request).model = turn.model.name
+        deltas = turn.generate()
+        if body.stream:
+            first = await first_delta(deltas, request)
+            return StreamedResponse(
+                answer.events(first, deltas, request),
+                close=deltas.aclose,  # type: ignore[attr-defined]
             )
-        except NotFoundError as exc:
-            exc.param = "previous_response_id"
-            raise
-        history = previous.messages
-    turn = await ChatTurn.prepare(
-        host, _with_truncation(caller.spec, body), body.chat_request(),
-        [m.model_dump(include={"role", "content", "tool_calls", "tool_call_id"},
-                      exclude_none=True) for m in history],
-    )  # fmt: skip
-    answer = _Answer(body, turn, history)
-    record_of(request).model = turn.model.name
-    deltas = turn.generate()
-    if body.stream:
-        first = await first_delta(deltas, request)
-        return StreamedResponse(
-            answer.events(first, deltas, request),
-            close=deltas.aclose,  # type: ignore[attr-defined]
-        )
-    parts = AnswerParts()
-    collected = await collect_deltas(deltas, request)
-    for delta in collected:
-        parts.feed(delta)
-    return await answer.finish(parts, collected[-1])
+        collected = await collect_deltas(deltas, request)
+        return await answer.finish(AnswerParts.of(collected), collected[-1])
 
 
 @router.get("/responses/{response_id}")
@@ -158,15 +159,16 @@ class _Answer:
         """The response object."""
         body, params = self.body, self.turn.call.params
         text = body.text.model_dump(by_alias=True, exclude_none=True) if body.text else {}
+        choice = body.tool_choice or "auto"
         response: dict[str, Any] = {
             "id": self.id, "object": "response", "created_at": self.created_at,
             "status": status, "model": self.turn.model.name, "output": output,
             "error": None, "incomplete_details": None, "instructions": body.instructions,
-            "max_output_tokens": params.max_tokens, "temperature": params.temperature,
+            "max_output_tokens": body.max_output_tokens, "temperature": params.temperature,
             "top_p": params.top_p, "parallel_tool_calls": body.parallel_tool_calls is not False,
             "previous_response_id": body.previous_response_id, "store": body.store,
             "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
-            "tool_choice": body.tool_choice or "auto",
+            "tool_choice": choice if isinstance(choice, str) else choice.model_dump(),
             "text": {"format": {"type": "text"}, **text},
             "reasoning": body.reasoning.model_dump() if body.reasoning else None,
             "truncation": body.truncation or "disabled", "top_logprobs": body.top_logprobs,
@@ -193,10 +195,9 @@ class _Answer:
         status = "incomplete" if last.finish_reason == "length" else "completed"
         response = self.response(status, [self.item(p) for p in parts.parts], last)
         if self.body.store:
-            text = "".join(p.text for p in parts.parts if p.kind == "text")
-            own = self.turn.messages[1:] if self.body.instructions else self.turn.messages
             kept = self.history[self.turn.trimmed :]
-            messages = [*kept, *(Message(**m) for m in own), self.turn.reply_message(text)]
+            own = [Message(**m) for m in self.turn.messages]
+            messages = [*kept, *own, self.turn.reply_message(parts.text)]
             await self.turn.host.sessions.save_response(
                 self.turn.call.service.name, StoredResponse(id=self.id, response=response,
                                                             messages=messages),
@@ -211,29 +212,27 @@ class _Answer:
         numbers = itertools.count()
 
         def event(kind: str, **fields: Any) -> str:
-            payload = {"type": kind, "sequence_number": next(numbers), **fields}
-            return f"event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+            return named_sse_event(kind, {"sequence_number": next(numbers), **fields})
 
         yield event("response.created", response=self.response("in_progress", []))
         yield event("response.in_progress", response=self.response("in_progress", []))
         parts, last = AnswerParts(), first
         async with aclosing(rest):  # type: ignore[type-var]
             try:
-                delta: Delta | None = first
-                while delta is not None:
+                async for delta in answer_deltas(first, rest):
                     last = delta
                     for change in parts.feed(delta):
                         for kind, fields in self._item_events(change):
                             yield event(kind, **fields)
-                    if delta.finish_reason is not None:
-                        break
-                    delta = await anext(rest, None)
                 record_of(request).usage(last.prompt_tokens, last.completion_tokens)
                 response = await self.finish(parts, last)
             except MLXHostError as exc:
-                yield event("error", code=exc.code, message=exc.message, param=exc.param)
-                failed = self.response("failed", [self.item(p) for p in parts.parts])
-                failed["error"] = {"code": exc.code or exc.error_type, "message": exc.message}
+                code = exc.code or exc.error_type
+                yield event("error", code=code, message=exc.message, param=exc.param)
+                cut = parts.open_part
+                items = [self.item(p, done=p is not cut) for p in parts.parts]
+                failed = self.response("failed", items)
+                failed["error"] = {"code": code, "message": exc.message}
                 yield event("response.failed", response=failed)
                 return
         yield event(f"response.{response['status']}", response=response)

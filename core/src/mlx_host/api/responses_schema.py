@@ -21,7 +21,6 @@ from pydantic import (
 from mlx_host.api.schemas import (
     ChatCompletionRequest,
     Identifier,
-    StreamOptions,
     Unsupported,
     refuse_unless_neutral,
     translated_chat_request,
@@ -29,6 +28,15 @@ from mlx_host.api.schemas import (
 from mlx_host.errors import InvalidRequestError
 
 TEXT_PARTS = ("input_text", "output_text")
+#: The chat request's fields as this API names them, for errors raised on the chat path.
+FIELD_NAMES = {
+    "max_completion_tokens": "max_output_tokens",
+    "messages": "input",
+    "session_id": "previous_response_id",
+    "reasoning_effort": "reasoning.effort",
+    "response_format": "text.format",
+    "logprobs": "include",
+}
 #: ``include`` values: the answer's log probabilities; the thinking as an opaque string.
 INCLUDE_LOGPROBS = "message.output_text.logprobs"
 INCLUDE_REASONING = "reasoning.encrypted_content"
@@ -72,6 +80,9 @@ class MessageItem(BaseModel):
     content: str | list[InputContent]
     id: str | None = None
     status: str | None = None
+    phase: str | None = Field(
+        None, description="An earlier answer's phase (commentary, final answer): accepted."
+    )
 
     def text(self) -> str:
         """The message's text."""
@@ -83,7 +94,7 @@ class MessageItem(BaseModel):
 class FunctionCallItem(BaseModel):
     """A function call of an earlier answer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     type: Literal["function_call"]
     call_id: str = Field(min_length=1, max_length=128)
@@ -91,6 +102,9 @@ class FunctionCallItem(BaseModel):
     arguments: str
     id: str | None = None
     status: str | None = None
+    caller: Unsupported = None
+    namespace: Unsupported = None
+    async_: Unsupported = Field(None, alias="async")
 
 
 class FunctionCallOutputItem(BaseModel):
@@ -103,6 +117,9 @@ class FunctionCallOutputItem(BaseModel):
     output: str | list[InputContent]
     id: str | None = None
     status: str | None = None
+    name: str | None = Field(None, description="The function's name: accepted.")
+    caller: Unsupported = None
+    namespace: Unsupported = None
 
     def text(self) -> str:
         """The output's text."""
@@ -190,6 +207,14 @@ class TextFormat(BaseModel):
         return {"type": "json_schema", "json_schema": spec}
 
 
+class ResponseStreamOptions(BaseModel):
+    """``stream_options`` of the Responses API (the usage always comes, in the last event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_obfuscation: Annotated[bool | None, refuse_unless_neutral(False)] = None
+
+
 class TextOptions(BaseModel):
     """``text``: the answer's form."""
 
@@ -233,7 +258,7 @@ class ResponseCreateRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False, strict=True)
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, strict=True)
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: ResponseStreamOptions | None = None
     tools: list[FunctionTool] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -307,11 +332,10 @@ class ResponseCreateRequest(BaseModel):
         return translated_chat_request(body, "input")
 
     def messages(self) -> list[dict[str, Any]]:
-        """The instructions and input as chat messages: a call and the answer text before it
-        make one assistant message; reasoning items are left out."""
+        """The input as chat messages (the instructions go apart, ahead of any history): a
+        call and the answer text before it make one assistant message; reasoning items are
+        left out."""
         out: list[dict[str, Any]] = []
-        if self.instructions:
-            out.append({"role": "system", "content": self.instructions})
         items = [MessageItem(role="user", content=self.input)] if isinstance(
             self.input, str) else self.input  # fmt: skip
         for item in items:

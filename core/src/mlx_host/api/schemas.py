@@ -7,12 +7,15 @@ naming it when a caller sets it (``Unsupported``); an unknown field is a 400 too
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from mlx_host.errors import InvalidRequestError
+from mlx_host.errors import InvalidRequestError, MLXHostError
 from mlx_host.generation import SEED_MAX, SEED_MIN, OutputFormat
 
 
@@ -396,3 +399,19 @@ def translated_chat_request(fields: dict[str, Any], param: str) -> ChatCompletio
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
         raise InvalidRequestError(f"{where}: {error['msg']}", param=param) from None
+
+
+@contextmanager
+def fields_renamed(names: dict[str, str]) -> Iterator[None]:
+    """Errors raised inside name the fields of the API the caller used, not the chat
+    request's it was translated into: ``param`` (by its first part) and the mentions of
+    snake_case field names in the message are renamed by ``names``."""
+    try:
+        yield
+    except MLXHostError as exc:
+        if exc.param is not None:
+            exc.param = names.get(exc.param.split(".")[0], exc.param)
+        for chat, own in names.items():
+            if "_" in chat:
+                exc.message = re.sub(rf"\b{chat}\b", own, exc.message)
+        raise

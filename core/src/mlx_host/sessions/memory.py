@@ -90,8 +90,12 @@ class MemorySessionStore(SessionStore):
             return self._touch(session, message_count=len(self._history[session_id]))
 
     async def _save_response(self, service: str, stored: StoredResponse) -> None:
+        now = time.time()
         async with self._lock:
-            self._responses[service, stored.id] = (stored.model_dump_json(), time.time() + self.ttl)
+            # Every stored answer adds one: expired ones go here, not only when read again.
+            for key in [k for k, (_, expires) in self._responses.items() if expires <= now]:
+                del self._responses[key]
+            self._responses[service, stored.id] = (stored.model_dump_json(), now + self.ttl)
 
     async def _load_response(self, service: str, response_id: str) -> StoredResponse:
         async with self._lock:

@@ -31,6 +31,12 @@ class Message(BaseModel):
     tool_call_id: str | None = Field(None, description="A tool message's call.")
     created_at: float = Field(default_factory=time.time)
 
+    def chat_message(self) -> dict[str, Any]:
+        """The message as a chat request's history holds it."""
+        return self.model_dump(
+            include={"role", "content", "tool_calls", "tool_call_id"}, exclude_none=True
+        )
+
 
 class StoredResponse(BaseModel):
     """An answer of the Responses API kept for ``GET`` and for continuing it: the response
