@@ -43,6 +43,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_host.engine import memory
 from mlx_host.engine.grammar import Constraint
+from mlx_host.engine.lean_batch import lean_batch_generator, needs_logprobs
 from mlx_host.engine.sampling import make_logits_processors, make_request_sampler
 from mlx_host.errors import (
     GenerationError,
@@ -332,6 +333,11 @@ class BatchScheduler:
         self.kv_bytes_per_token = self._measure_kv_per_token()
         self._generator = self._new_generator()
 
+    def _needs_logprobs(self, uid: int) -> bool:
+        job = self._jobs.get(uid)
+        p = job.params if job is not None else None
+        return p is not None and needs_logprobs(p.temperature, p.top_p, p.logprobs)
+
     def _measure_kv_per_token(self) -> int:
         """Bytes of KV cache per token of one sequence, measured on this model: a one-token
         forward pass allocates one block of ``KVCache.step`` tokens in every layer."""
@@ -341,8 +347,9 @@ class BatchScheduler:
         return max(1, math.ceil(sum(c.nbytes for c in cache) / KVCache.step))
 
     def _new_generator(self) -> BatchGenerator:
-        return BatchGenerator(
-            self._model,
+        return lean_batch_generator(
+            self._needs_logprobs,
+            model=self._model,
             stop_tokens=[[t] for t in self._tokenizer.eos_token_ids],
             completion_batch_size=self.max_batch_size,
             prefill_batch_size=min(8, self.max_batch_size),

@@ -1,0 +1,71 @@
+"""The lean decoding step chooses exactly the tokens mlx-lm's own step chooses, with or without
+log-probabilities, and still gives them to the rows that need them (a small random llama,
+in-process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+import pytest
+from mlx_lm.generate import BatchGenerator
+from mlx_lm.models import llama
+
+from mlx_host.engine.lean_batch import LeanGenerationBatch, lean_batch_generator, needs_logprobs
+from mlx_host.engine.sampling import make_request_sampler
+
+PROMPTS = [[1, 2, 3, 4], [5, 6], [7, 8, 9], [10] * 6]
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    mx.random.seed(3)
+    args = llama.ModelArgs(
+        model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    net = llama.Model(args)
+    mx.eval(net.parameters())
+    return net
+
+
+def decode(generator: BatchGenerator, samplers: list[Any]) -> dict[int, tuple[list, list]]:
+    """Each row's tokens and whether each step gave it log-probabilities."""
+    uids = generator.insert(PROMPTS, max_tokens=[12] * len(PROMPTS), samplers=samplers)
+    assert uids == list(range(len(PROMPTS)))
+    out: dict[int, tuple[list, list]] = {uid: ([], []) for uid in uids}
+    while any(len(tokens) < 12 for tokens, _ in out.values()):
+        for r in generator.next_generated():
+            out[r.uid][0].append(r.token)
+            out[r.uid][1].append(r.logprobs is not None)
+    generator.close()
+    return {i: out[uid] for i, uid in enumerate(uids)}
+
+
+@pytest.mark.parametrize("normalized_rows", [set(), {1}, {0, 1, 2, 3}])
+def test_tokens_match_mlx_lms_own_step(model: Any, normalized_rows: set[int]) -> None:
+    # Greedy rows and one sampled by temperature alone (seeded, so both runs draw alike).
+    def samplers() -> list[Any]:
+        return [None, None, make_request_sampler(0.8, 1.0, seed=7), None]
+
+    stock = decode(BatchGenerator(model, completion_batch_size=8), samplers())
+    # A fresh generator numbers its rows from 0, in the order they are inserted.
+    lean_generator = lean_batch_generator(
+        normalized_rows.__contains__, model=model, completion_batch_size=8
+    )
+    assert isinstance(lean_generator._generation_batch, LeanGenerationBatch)
+    lean = decode(lean_generator, samplers())
+    assert [tokens for tokens, _ in lean.values()] == [tokens for tokens, _ in stock.values()]
+    for row, (_, given) in lean.items():
+        if normalized_rows:
+            assert all(given[1:]), row  # every row gets them while one needs them
+        else:
+            assert not any(given[2:]), row  # the first tokens come from mlx-lm's own step
+
+
+def test_rows_that_need_log_probabilities() -> None:
+    assert not needs_logprobs(0.0, 1.0, None)
+    assert not needs_logprobs(0.7, 1.0, None)  # temperature alone: shift-invariant
+    assert needs_logprobs(0.7, 0.9, None)  # top-p reads probabilities
+    assert needs_logprobs(0.0, 1.0, 0)
