@@ -48,6 +48,11 @@ def stream(server: RunningServer, service: str, i: int) -> int:
         return response.status_code
 
 
+def metrics(server: RunningServer) -> str:
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    return httpx.get(f"{server.url}/metrics", headers=headers).text
+
+
 def wait_for(condition: Any, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -76,6 +81,8 @@ def test_a_flood_cannot_lock_another_service_out(server: RunningServer) -> None:
             wait_for(lambda: sum(f.done() for f in flood) == 2)
             assert sorted(f.result() for f in flood if f.done()) == [429, 429]
             wait_for(lambda: scheduler.active_requests == 4)
+            # What waits, and why, as /metrics says it.
+            wait_for(lambda: 'waiting_for="batch_row"} 2.0' in metrics(server))
             other = pool.submit(stream, server, "gamma", 0)  # under its share: admitted
             wait_for(lambda: scheduler.active_requests == 5)
             release()
@@ -83,6 +90,15 @@ def test_a_flood_cannot_lock_another_service_out(server: RunningServer) -> None:
             assert [f.result() for f in flood if f.result() != 429] == [200] * 4
     finally:
         del scheduler._insert
+    text = metrics(server)
+    assert (
+        'mlx_host_refused_requests_total{model="smollm2-135m-instruct",reason="queue_full"} 2.0'
+        in text
+    )
+    started_count = (
+        f'mlx_host_queue_wait_seconds_count{{model="smollm2-135m-instruct"}} {len(started) + 1}.0'
+    )
+    assert started_count in text  # the first request, and every one recorded here
     # While gamma's request waited, an alpha request started only if alpha had no more rows
     # than gamma (equal weights): never did alpha's queue take a row that was gamma's share.
     assert [s for s, _, _ in started].count("gamma") == 1, started

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -103,11 +103,32 @@ class _ModelState(Collector):
             labels=["model"],
         )  # fmt: skip
         queued = GaugeMetricFamily(
-            "mlx_host_queued_requests", "Requests waiting for a model now.", labels=["model"]
-        )
+            "mlx_host_queued_requests",
+            "Requests waiting for a model now, and what the oldest waits for: a batch_row, "
+            "memory for its KV cache, or (none) nothing yet.",
+            labels=["model", "waiting_for"],
+        )  # fmt: skip
+        waited = SummaryMetricFamily(
+            "mlx_host_queue_wait_seconds",
+            "Time from a request's arrival at a model to its start in the batch (count: "
+            "requests started).",
+            labels=["model"],
+        )  # fmt: skip
+        refused = CounterMetricFamily(
+            "mlx_host_refused_requests",
+            "Requests a model's queue turned away: queue_full (429), queue_timeout and "
+            "insufficient_memory (503).",
+            labels=["model", "reason"],
+        )  # fmt: skip
         for model in usage["models"]:
-            model_bytes.add_metric([model["name"]], model["memory_bytes"])
+            name = model["name"]
+            model_bytes.add_metric([name], model["memory_bytes"])
             active = model.get("active_requests", 0)
-            running.add_metric([model["name"]], model.get("running_requests", active))
-            queued.add_metric([model["name"]], model.get("queued_requests", 0))
-        yield from (model_bytes, running, queued)
+            running.add_metric([name], model.get("running_requests", active))
+            queued.add_metric([name, model.get("waiting_for") or "none"],
+                              model.get("queued_requests", 0))  # fmt: skip
+            if "admitted_requests" in model:  # engines with a queue of their own
+                waited.add_metric([name], model["admitted_requests"], model["queue_wait_seconds"])
+                for reason, count in model["refused_requests"].items():
+                    refused.add_metric([name, reason], count)
+        yield from (model_bytes, running, queued, waited, refused)

@@ -135,6 +135,10 @@ class LLMEngine(Engine):
             "prompt_cache_bytes": s.prompt_cache_bytes,
             "running_requests": s.running_requests,
             "queued_requests": max(0, s.active_requests - s.running_requests),
+            "waiting_for": s.admission.waiting_for,
+            "admitted_requests": s.admission.admitted,
+            "queue_wait_seconds": s.admission.wait_seconds,
+            "refused_requests": dict(s.admission.refused),
         }
 
     # -- text generation ----------------------------------------------------------------

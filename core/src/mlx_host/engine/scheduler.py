@@ -132,6 +132,19 @@ def _emitter(
     return emit
 
 
+@dataclass
+class AdmissionStats:
+    """What a model's queue did since it loaded (read by ``/metrics``): requests admitted to
+    the batch and the seconds they waited in all, requests turned away by reason
+    (``queue_full``, ``queue_timeout``, ``insufficient_memory``), and what the oldest waiting
+    request waits for now (``batch_row``, ``memory``; None when none waits)."""
+
+    admitted: int = 0
+    wait_seconds: float = 0.0
+    refused: Counter[str] = field(default_factory=Counter)
+    waiting_for: str | None = None
+
+
 @dataclass(frozen=True)
 class _Cancel:
     job: _Job
@@ -182,6 +195,7 @@ class BatchScheduler:
         self._jobs: dict[int, _Job] = {}  # in the generator, by uid
         self._waiting: deque[_Job] = deque()  # received, not yet admitted
         self._freed_for: _Job | None = None  # the waiting request memory was last freed for
+        self.admission = AdmissionStats()
 
     @property
     def running_requests(self) -> int:
@@ -230,6 +244,7 @@ class BatchScheduler:
         if not self._accepting or self.state != "ready":
             raise self._gone_error()
         if not self._has_place(service):
+            self.admission.refused["queue_full"] += 1
             waiting, mine = self.active_requests, self._active_by_service[service]
             raise RateLimitError(
                 f"The model {self.name!r} has {waiting} request{'s' * (waiting != 1)} running "
@@ -287,6 +302,7 @@ class BatchScheduler:
                 if self.state != "ready" or not self._thread.is_alive():
                     raise self._gone_error() from None
                 if job.uid is None and time.monotonic() - job.arrived > self.queue_timeout:
+                    self.admission.refused["queue_timeout"] += 1
                     raise self._timed_out() from None
         return deltas.get_nowait()
 
@@ -408,7 +424,15 @@ class BatchScheduler:
 
     def _admit(self) -> None:
         """Start waiting requests, fairly between services, while the batch has rows and the
-        budget room."""
+        budget room (and note what the rest wait for)."""
+        self._start_waiting()
+        stats = self.admission
+        if not self._waiting:
+            stats.waiting_for = None
+        else:
+            stats.waiting_for = "batch_row" if len(self._jobs) >= self.max_batch_size else "memory"
+
+    def _start_waiting(self) -> None:
         while self._waiting and len(self._jobs) < self.max_batch_size:
             job = self._next_waiting()
             need = self._kv_bound([*self._jobs.values(), job])
@@ -428,6 +452,7 @@ class BatchScheduler:
                 return  # other models will give memory back, or are being evicted
             else:  # nothing will free memory: this request cannot fit now
                 self._waiting.remove(job)
+                self.admission.refused["insufficient_memory"] += 1
                 job.emit(self._too_big(job))
 
     def _timed_out(self) -> MLXHostError:
@@ -488,6 +513,8 @@ class BatchScheduler:
         if not job.trim_space:
             _keep_leading_space(job.detokenizer)
         self._jobs[job.uid] = job
+        self.admission.admitted += 1
+        self.admission.wait_seconds += time.monotonic() - job.arrived
 
     def _cancel(self, job: _Job) -> None:
         if job in self._waiting:
