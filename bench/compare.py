@@ -1,12 +1,19 @@
-"""Side-by-side benchmark: mlx-host against mlx-lm's own `mlx_lm.server`, same model files.
+"""Side-by-side benchmark: mlx-host against mlx-lm's own `mlx_lm.server`, same model files,
+both servers up at once, rounds interleaved.
 
-    uv run python bench/compare.py [--tokens 48] [--levels 1,4,16] [--turns 10]
+    uv run python bench/compare.py [--tokens 64] [--levels 1,8,32,64] [--rounds 3] [--turns 10]
 
 Both servers run here on loopback, on the embedded SmolLM2 converted to this device's format,
 each with the same optimized BLAS loaded before MLX (so the table compares servers, not BLAS
-libraries). Prints markdown tables: aggregate decode tokens/s and TTFT p50/p95 per concurrency
-level; TTFT at turn 1 and turn N of a growing conversation; and mlx-host's overhead per request
-over its own engine called in-process. Every request is bounded by a timeout.
+libraries), and get the same system message and prompts, so greedy decoding writes the same
+tokens. At each concurrency level, each round measures mlx-host, mlx_lm.server and the raw
+engine ceiling (mlx-lm's `BatchGenerator` driven in this process, no HTTP), in an order that
+rotates every round, so that machine drift lands on all three alike. Tokens are counted from
+`usage`. Prints markdown tables: aggregate tokens/s (median and spread over rounds), TTFT
+p50/p95 over every request of every round, failed requests, and the host/peer and
+host/ceiling ratios; TTFT at turn 1 and turn N of a growing conversation; and mlx-host's
+overhead per request over its own engine called in-process. Every request is bounded by a
+timeout; one that fails or times out is counted, not retried.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+import mlx_host.engine  # noqa: F401  (the BLAS and allocator, before MLX)
 from mlx_host.keys import generate_key
 from mlx_host.testing import free_socket
 
@@ -79,7 +89,8 @@ async def one_stream(
     t0 = time.perf_counter()
     ttft, count, text = None, 0, []
     async with client.stream("POST", url, headers=headers, json=body, timeout=TIMEOUT) as r:
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}")
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
                 continue
@@ -102,20 +113,54 @@ def prompt(i: int) -> list[dict]:
     return [SYSTEM, {"role": "user", "content": f"Write a short paragraph about {TOPICS[i % 16]}."}]
 
 
-async def concurrency(url: str, headers: dict, level: int, tokens: int) -> dict[str, float]:
-    async with httpx.AsyncClient() as client:
-        await one_stream(client, url, headers, prompt(99), 4)  # warm up
+async def concurrency(url: str, headers: dict, level: int, tokens: int) -> dict[str, Any]:
+    """One round of ``level`` concurrent streams: tokens/s over the round's wall time, each
+    request's TTFT, and how many failed."""
+    limits = httpx.Limits(max_connections=level + 4, max_keepalive_connections=level + 4)
+    async with httpx.AsyncClient(limits=limits) as client:
         t0 = time.perf_counter()
         runs = await asyncio.gather(
-            *(one_stream(client, url, headers, prompt(i), tokens) for i in range(level))
+            *(one_stream(client, url, headers, prompt(i), tokens) for i in range(level)),
+            return_exceptions=True,
         )
         wall = time.perf_counter() - t0
-    ttfts = sorted(r[0] for r in runs)
+    done = [r for r in runs if not isinstance(r, BaseException)]
     return {
-        "tok_s": sum(r[2] for r in runs) / wall,
-        "p50": statistics.median(ttfts),
-        "p95": ttfts[min(len(ttfts) - 1, round(0.95 * (len(ttfts) - 1)))],
+        "tok_s": sum(r[2] for r in done) / wall,
+        "ttfts": [r[0] for r in done],
+        "failed": len(runs) - len(done),
     }
+
+
+def ceiling(model: Any, tokenizer: Any, level: int, tokens: int) -> dict[str, Any]:
+    """One round of the raw engine: mlx-lm's ``BatchGenerator`` in this process, as shipped,
+    with the servers' prompts, prefill included."""
+    from mlx_lm.generate import BatchGenerator
+
+    prompts = [tokenizer.apply_chat_template(prompt(i), add_generation_prompt=True)
+               for i in range(level)]  # fmt: skip
+    generator = BatchGenerator(
+        model, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        completion_batch_size=level, prefill_batch_size=min(8, level), prefill_step_size=512,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    uids = generator.insert(prompts, max_tokens=[tokens] * level)
+    first: dict[int, float] = {}
+    left, count = set(uids), 0
+    while left:
+        for r in generator.next_generated():
+            first.setdefault(r.uid, time.perf_counter() - t0)
+            count += 1
+            if r.finish_reason is not None:
+                left.discard(r.uid)
+    wall = time.perf_counter() - t0
+    generator.close()
+    return {"tok_s": count / wall, "ttfts": list(first.values()), "failed": 0}
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if ordered else 0.0
 
 
 async def conversation(url: str, headers: dict, turns: int, tokens: int) -> list[float]:
@@ -162,8 +207,9 @@ async def http_single(url: str, headers: dict, tokens: int, repeats: int) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tokens", type=int, default=48, help="new tokens per request")
-    parser.add_argument("--levels", default="1,4,16", help="concurrent streams to measure")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--levels", default="1,8,32,64", help="concurrent streams to measure")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
     parser.add_argument("--turns", type=int, default=10, help="turns of the conversation")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -184,7 +230,8 @@ def main() -> None:
     host_port, peer_port = free_port(), free_port()
     host_env = {**env, "MLX_HOST_API_KEYS": key, "MLX_HOST_PORT": str(host_port),
                 "MLX_HOST_CACHE_DIR": str(cache), "MLX_HOST_LOG_LEVEL": "warning",
-                "MLX_HOST_MAX_BATCH_SIZE": str(max(levels))}  # fmt: skip
+                "MLX_HOST_MAX_BATCH_SIZE": str(max(levels)),
+                "MLX_HOST_MAX_QUEUED_REQUESTS": str(max(levels))}  # fmt: skip
     preload = "" if BLAS in ("reference", "accelerate") else (
         f"import ctypes; ctypes.CDLL({BLAS!r}, mode=ctypes.RTLD_GLOBAL); "
     )  # fmt: skip
@@ -209,15 +256,29 @@ def main() -> None:
             {},
         ),
     }
-    results: dict[str, dict] = {}
+    from mlx_lm import load
+
+    model, tokenizer = load(str(model_dir))
+    runners: dict[str, Callable[[int], dict[str, Any]]] = {
+        name: (lambda level, url=url, headers=headers:
+               asyncio.run(concurrency(url, headers, level, args.tokens)))
+        for name, (_, url, headers) in servers.items()
+    }  # fmt: skip
+    runners["raw BatchGenerator"] = lambda level: ceiling(model, tokenizer, level, args.tokens)
+    names = list(runners)
+    rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
-        for name, (_, url, headers) in servers.items():
-            res = results[name] = {}
-            for level in levels:
-                res[level] = asyncio.run(concurrency(url, headers, level, args.tokens))
-                print(f"{name} x{level}: {res[level]}", file=sys.stderr)
-            res["turns"] = asyncio.run(conversation(url, headers, args.turns, 24))
-            print(f"{name} turns: {res['turns']}", file=sys.stderr)
+        for name in names:  # warm up: each loads, compiles and caches its first prompt
+            runners[name](1)
+        for level in levels:
+            for r in range(args.rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    result = runners[name](level)
+                    rounds.setdefault((name, level), []).append(result)
+                    print(f"{name} x{level} round {r + 1}: {result['tok_s']:.1f} tok/s, "
+                          f"{result['failed']} failed", file=sys.stderr)  # fmt: skip
+        turns = {name: asyncio.run(conversation(url, headers, args.turns, 24))
+                 for name, (_, url, headers) in servers.items()} if args.turns else {}  # fmt: skip
         host_url, host_headers = servers["mlx-host"][1:]
         http = asyncio.run(http_single(host_url, host_headers, args.tokens, 3))
     finally:
@@ -229,20 +290,35 @@ def main() -> None:
     print(f"\n**{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"model: SmolLM2-135M-Instruct ({fmt}); BLAS: {BLAS}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-          f"{args.tokens} new tokens per request, greedy**\n")  # fmt: skip
-    print("| concurrent streams | server | aggregate tokens/s | TTFT p50 (s) | TTFT p95 (s) |")
-    print("|---|---|---|---|---|")
+          f"{args.tokens} new tokens per request, greedy; {args.rounds} interleaved rounds "
+          "per level**\n")  # fmt: skip
+    print("| streams | run | tokens/s median (min-max) | TTFT p50 (s) | TTFT p95 (s) | failed |")
+    print("|---|---|---|---|---|---|")
+    medians: dict[tuple[str, int], float] = {}
+    tails: dict[tuple[str, int], float] = {}
     for level in levels:
-        for name in servers:
-            r = results[name][level]
-            print(f"| {level} | {name} | {r['tok_s']:.1f} | {r['p50']:.2f} | {r['p95']:.2f} |")
-    print(
-        f"\n| server | TTFT turn 1 (s) | TTFT turn {args.turns} (s) | turn {args.turns} / turn 1 |"
-    )
+        for name in names:
+            results = rounds[name, level]
+            speeds = [x["tok_s"] for x in results]
+            ttfts = [t for x in results for t in x["ttfts"]]
+            medians[name, level] = statistics.median(speeds)
+            tails[name, level] = p95(ttfts)
+            print(f"| {level} | {name} | {medians[name, level]:.1f} ({min(speeds):.1f}-"
+                  f"{max(speeds):.1f}) | {statistics.median(ttfts) if ttfts else 0:.2f} | "
+                  f"{tails[name, level]:.2f} | {sum(x['failed'] for x in results)} |")  # fmt: skip
+    print("\n| streams | host / peer tokens/s | host / raw ceiling | TTFT p95 host / peer |")
     print("|---|---|---|---|")
-    for name in servers:
-        t = results[name]["turns"]
-        print(f"| {name} | {t[0]:.2f} | {t[-1]:.2f} | {t[-1] / t[0]:.2f}x |")
+    for level in levels:
+        host, peer = medians["mlx-host", level], medians["mlx_lm.server", level]
+        raw = medians["raw BatchGenerator", level]
+        tail = tails["mlx-host", level] / max(tails["mlx_lm.server", level], 1e-9)
+        print(f"| {level} | {host / peer:.2f}x | {host / raw:.2f}x | {tail:.2f}x |")
+    if turns:
+        print(f"\n| server | TTFT turn 1 (s) | TTFT turn {args.turns} (s) | turn {args.turns} / "
+              "turn 1 |")  # fmt: skip
+        print("|---|---|---|---|")
+        for name, t in turns.items():
+            print(f"| {name} | {t[0]:.2f} | {t[-1]:.2f} | {t[-1] / t[0]:.2f}x |")
     overhead = (http - direct) / http
     print("\n| one request, 1 stream | seconds (median of 3) |")
     print("|---|---|")
