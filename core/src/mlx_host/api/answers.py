@@ -119,6 +119,23 @@ async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, 
     return "".join(d.text for d in parts), last
 
 
+async def shaped_answer(
+    deltas: AsyncIterator[Delta],
+    request: Request,
+    stream: bool,
+    events: Callable[[Delta, AsyncIterator[Delta]], AsyncIterator[str]],
+    whole: Callable[[list[Delta]], Awaitable[Any]],
+) -> Any:
+    """The answer in an API's own shape: ``events`` of its first delta and the rest when
+    ``stream`` (errors before the first keep their HTTP status), else ``whole`` of every
+    delta."""
+    if stream:
+        first = await first_delta(deltas, request)
+        close = deltas.aclose  # type: ignore[attr-defined]
+        return StreamedResponse(events(first, deltas), close=close)
+    return await whole(await collect_deltas(deltas, request))
+
+
 def sse_event(payload: dict[str, Any]) -> str:
     """One server-sent event carrying ``payload`` as JSON."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

@@ -21,11 +21,9 @@ from mlx_host.api.access import record_of
 from mlx_host.api.answer_parts import AnswerParts, Part, PartEvent
 from mlx_host.api.answers import (
     JSON_OR_EVENTS,
-    StreamedResponse,
     answer_deltas,
-    collect_deltas,
-    first_delta,
     named_sse_event,
+    shaped_answer,
 )
 from mlx_host.api.anthropic_errors import AnthropicErrorResponse, anthropic_error_body
 from mlx_host.api.chat_turn import ChatTurn
@@ -60,18 +58,11 @@ async def create_message(
     with fields_renamed(FIELD_NAMES):
         chat = await _thinking_off_by_default(host, caller.spec, body, body.chat())
         turn = await ChatTurn.prepare(host, caller.spec, chat)
-        answer = _Answer(body, turn)
+        answer = _Answer(body, turn, request)
         record_of(request).model = turn.model.name
-        deltas = turn.generate()
-        if body.stream:
-            first = await first_delta(deltas, request)
-            return StreamedResponse(
-                answer.events(first, deltas, request),
-                close=deltas.aclose,  # type: ignore[attr-defined]
-            )
-        collected = await collect_deltas(deltas, request)
-        parts = AnswerParts.of(collected)
-        return answer.message([answer.block(p) for p in parts.parts], collected[-1])
+        return await shaped_answer(
+            turn.generate(), request, body.stream, answer.events, answer.whole
+        )
 
 
 @router.post("/messages/count_tokens")
@@ -105,9 +96,10 @@ async def _thinking_off_by_default(
 class _Answer:
     """One message: its blocks, whole or as events."""
 
-    def __init__(self, body: MessagesRequest, turn: ChatTurn) -> None:
+    def __init__(self, body: MessagesRequest, turn: ChatTurn, request: Request) -> None:
         self.body = body
         self.turn = turn
+        self.request = request
         self.id = f"msg_{uuid.uuid4().hex}"
         self.omit_thinking = body.thinking is not None and body.thinking.display == "omitted"
 
@@ -140,9 +132,12 @@ class _Answer:
             "stop_sequence": stop_sequence, "usage": usage,
         }  # fmt: skip
 
-    async def events(
-        self, first: Delta, rest: AsyncIterator[Delta], request: Request
-    ) -> AsyncIterator[str]:
+    async def whole(self, deltas: list[Delta]) -> dict[str, Any]:
+        """The message, once the answer is complete."""
+        parts = AnswerParts.of(deltas)
+        return self.message([self.block(p) for p in parts.parts], deltas[-1])
+
+    async def events(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[str]:
         """Anthropic's server-sent events for the answer; an error after the first event ends
         them with an ``error`` event."""
 
@@ -162,7 +157,7 @@ class _Answer:
             except MLXHostError as exc:
                 yield event("error", **anthropic_error_body(exc.status_code, exc.message))
                 return
-        record_of(request).usage(last.prompt_tokens, last.completion_tokens)
+        record_of(self.request).usage(last.prompt_tokens, last.completion_tokens)
         done = self.message([], last)
         yield event("message_delta", delta={"stop_reason": done["stop_reason"],
                                             "stop_sequence": done["stop_sequence"]},

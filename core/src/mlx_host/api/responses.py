@@ -23,11 +23,9 @@ from mlx_host.api.access import record_of
 from mlx_host.api.answer_parts import AnswerParts, Part, PartEvent
 from mlx_host.api.answers import (
     JSON_OR_EVENTS,
-    StreamedResponse,
     answer_deltas,
-    collect_deltas,
-    first_delta,
     named_sse_event,
+    shaped_answer,
 )
 from mlx_host.api.chat_turn import ChatTurn
 from mlx_host.api.deps import Caller, HostDep
@@ -74,17 +72,11 @@ async def create_response(
             host, _with_truncation(caller.spec, body), body.chat_request(), history,
             body.instructions,
         )  # fmt: skip
-        answer = _Answer(body, turn, history)
+        answer = _Answer(body, turn, history, request)
         record_of(request).model = turn.model.name
-        deltas = turn.generate()
-        if body.stream:
-            first = await first_delta(deltas, request)
-            return StreamedResponse(
-                answer.events(first, deltas, request),
-                close=deltas.aclose,  # type: ignore[attr-defined]
-            )
-        collected = await collect_deltas(deltas, request)
-        return await answer.finish(AnswerParts.of(collected), collected[-1])
+        return await shaped_answer(
+            turn.generate(), request, body.stream, answer.events, answer.whole
+        )
 
 
 @router.get("/responses/{response_id}")
@@ -112,10 +104,13 @@ def _with_truncation(service: ServiceSpec, body: ResponseCreateRequest) -> Servi
 class _Answer:
     """One response: its object, whole or as events, and its storing."""
 
-    def __init__(self, body: ResponseCreateRequest, turn: ChatTurn, history: list[Message]):
+    def __init__(
+        self, body: ResponseCreateRequest, turn: ChatTurn, history: list[Message], request: Request
+    ) -> None:
         self.body = body
         self.turn = turn
         self.history = history
+        self.request = request
         self.id = new_response_id()
         self.created_at = int(time.time())
         self._item_ids: dict[int, str] = {}
@@ -204,9 +199,11 @@ class _Answer:
             )  # fmt: skip
         return response
 
-    async def events(
-        self, first: Delta, rest: AsyncIterator[Delta], request: Request
-    ) -> AsyncIterator[str]:
+    async def whole(self, deltas: list[Delta]) -> dict[str, Any]:
+        """The response, once the answer is complete (stored when asked)."""
+        return await self.finish(AnswerParts.of(deltas), deltas[-1])
+
+    async def events(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[str]:
         """The Responses API's server-sent events for the answer; an error after the first
         event ends them with ``error`` and ``response.failed``."""
         numbers = itertools.count()
@@ -224,7 +221,7 @@ class _Answer:
                     for change in parts.feed(delta):
                         for kind, fields in self._item_events(change):
                             yield event(kind, **fields)
-                record_of(request).usage(last.prompt_tokens, last.completion_tokens)
+                record_of(self.request).usage(last.prompt_tokens, last.completion_tokens)
                 response = await self.finish(parts, last)
             except MLXHostError as exc:
                 code = exc.code or exc.error_type
