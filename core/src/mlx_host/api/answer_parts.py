@@ -9,9 +9,12 @@ between thinking and answer, or the newline between tool calls, is no part of ei
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mlx_host.api.answers import answer_deltas
 from mlx_host.generation import Delta, TokenLogprob, ToolCall
 
 PartKind = Literal["reasoning", "text", "tool_call"]
@@ -48,6 +51,8 @@ class AnswerParts:
         self.parts: list[Part] = []
         #: The answer's text as the model wrote it (what a later turn's history keeps).
         self.text = ""
+        #: The latest delta fed (the last one, with the counts and the finish, once done).
+        self.last: Delta | None = None
         self._open: Part | None = None
         self._held = ""  # trailing whitespace of the open part, not yet sent
 
@@ -59,6 +64,15 @@ class AnswerParts:
             parts.feed(delta)
         return parts
 
+    async def changes(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[PartEvent]:
+        """Feed the answer (``first``, then ``rest`` through its last delta, which ``last``
+        then holds) and yield each change as it comes; errors of the answer are raised here,
+        and ``rest`` is closed however this ends."""
+        async with aclosing(rest):  # type: ignore[type-var]
+            async for delta in answer_deltas(first, rest):
+                for change in self.feed(delta):
+                    yield change
+
     @property
     def open_part(self) -> Part | None:
         """The part still growing (None between parts and once the answer is done)."""
@@ -66,6 +80,7 @@ class AnswerParts:
 
     def feed(self, delta: Delta) -> list[PartEvent]:
         """The events of one delta (the last one closes the open part)."""
+        self.last = delta
         self.text += delta.text
         events = []
         if delta.reasoning:

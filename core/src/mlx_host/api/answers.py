@@ -109,7 +109,11 @@ async def collect(deltas: AsyncIterator[Delta], request: Request) -> tuple[str, 
     """The whole answer and its last delta, which carries the finish reason, the counts, the
     whole thinking, every tool call and (when asked for) the log probabilities of every
     token."""
-    parts = await collect_deltas(deltas, request)
+    return merged(await collect_deltas(deltas, request))
+
+
+def merged(parts: list[Delta]) -> tuple[str, Delta]:
+    """``collect``'s answer from every delta of it."""
     last = dataclasses.replace(
         parts[-1],
         logprobs=tuple(e for d in parts for e in d.logprobs),
@@ -159,29 +163,6 @@ async def answer_deltas(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterat
         delta = await anext(rest, None)
 
 
-async def stream_response(
-    deltas: AsyncIterator[Delta],
-    request: Request,
-    head: dict[str, Any],
-    choice: ChoiceBuilder,
-    *,
-    include_usage: bool,
-    on_finish: OnFinish,
-    opening: dict[str, Any] | None = None,
-) -> StreamingResponse:
-    """Server-sent events, one chunk per piece of text as it is generated, then ``[DONE]``.
-
-    Waits for the first piece (so that errors before any output keep their HTTP status), and
-    gives up the request if the client leaves while it waits.
-    """
-    first = await first_delta(deltas, request)
-    return StreamedResponse(
-        _events(first, deltas, head, choice, include_usage, on_finish, opening,
-                record_of(request)),
-        close=deltas.aclose,  # type: ignore[attr-defined]
-    )  # fmt: skip
-
-
 async def first_delta(deltas: AsyncIterator[Delta], request: Request) -> Delta:
     """The answer's first piece, awaited before a stream starts (so that errors before any
     output keep their HTTP status), and marked as the first token; gives the request up if
@@ -191,7 +172,7 @@ async def first_delta(deltas: AsyncIterator[Delta], request: Request) -> Delta:
     return first
 
 
-async def _events(
+async def chunk_events(
     first: Delta,
     rest: AsyncIterator[Delta],
     head: dict[str, Any],
@@ -201,6 +182,9 @@ async def _events(
     opening: dict[str, Any] | None,
     record: RequestRecord,
 ) -> AsyncIterator[str]:
+    """Chat's and completions' server-sent events: one chunk per piece of text as it is
+    generated (after ``opening``, when given), the finish with ``on_finish``'s fields, the
+    usage when asked, then ``[DONE]``."""
     if opening is not None:
         yield sse_event({**head, "choices": [opening]})
     last, text = first, []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,7 +20,6 @@ from mlx_host.api.access import record_of
 from mlx_host.api.answer_parts import AnswerParts, Part, PartEvent
 from mlx_host.api.answers import (
     JSON_OR_EVENTS,
-    answer_deltas,
     named_sse_event,
     shaped_answer,
 )
@@ -145,18 +143,16 @@ class _Answer:
             return named_sse_event(kind, fields)
 
         yield event("message_start", message=self.message([], first))
-        parts, last = AnswerParts(), first
-        async with aclosing(rest):  # type: ignore[type-var]
-            try:
-                async for delta in answer_deltas(first, rest):
-                    last = delta
-                    for change in parts.feed(delta):
-                        if (shown := self._block_event(change)) is not None:
-                            kind, fields = shown
-                            yield event(kind, **fields)
-            except MLXHostError as exc:
-                yield event("error", **anthropic_error_body(exc.status_code, exc.message))
-                return
+        parts = AnswerParts()
+        try:
+            async for change in parts.changes(first, rest):
+                if (shown := self._block_event(change)) is not None:
+                    kind, fields = shown
+                    yield event(kind, **fields)
+        except MLXHostError as exc:
+            yield event("error", **anthropic_error_body(exc.status_code, exc.message))
+            return
+        last = parts.last or first
         record_of(self.request).usage(last.prompt_tokens, last.completion_tokens)
         done = self.message([], last)
         yield event("message_delta", delta={"stop_reason": done["stop_reason"],

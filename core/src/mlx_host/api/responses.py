@@ -14,7 +14,6 @@ import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,7 +22,6 @@ from mlx_host.api.access import record_of
 from mlx_host.api.answer_parts import AnswerParts, Part, PartEvent
 from mlx_host.api.answers import (
     JSON_OR_EVENTS,
-    answer_deltas,
     named_sse_event,
     shaped_answer,
 )
@@ -213,25 +211,23 @@ class _Answer:
 
         yield event("response.created", response=self.response("in_progress", []))
         yield event("response.in_progress", response=self.response("in_progress", []))
-        parts, last = AnswerParts(), first
-        async with aclosing(rest):  # type: ignore[type-var]
-            try:
-                async for delta in answer_deltas(first, rest):
-                    last = delta
-                    for change in parts.feed(delta):
-                        for kind, fields in self._item_events(change):
-                            yield event(kind, **fields)
-                record_of(self.request).usage(last.prompt_tokens, last.completion_tokens)
-                response = await self.finish(parts, last)
-            except MLXHostError as exc:
-                code = exc.code or exc.error_type
-                yield event("error", code=code, message=exc.message, param=exc.param)
-                cut = parts.open_part
-                items = [self.item(p, done=p is not cut) for p in parts.parts]
-                failed = self.response("failed", items)
-                failed["error"] = {"code": code, "message": exc.message}
-                yield event("response.failed", response=failed)
-                return
+        parts = AnswerParts()
+        try:
+            async for change in parts.changes(first, rest):
+                for kind, fields in self._item_events(change):
+                    yield event(kind, **fields)
+            last = parts.last or first
+            record_of(self.request).usage(last.prompt_tokens, last.completion_tokens)
+            response = await self.finish(parts, last)
+        except MLXHostError as exc:
+            code = exc.code or exc.error_type
+            yield event("error", code=code, message=exc.message, param=exc.param)
+            cut = parts.open_part
+            items = [self.item(p, done=p is not cut) for p in parts.parts]
+            failed = self.response("failed", items)
+            failed["error"] = {"code": code, "message": exc.message}
+            yield event("response.failed", response=failed)
+            return
         yield event(f"response.{response['status']}", response=response)
 
     def _item_events(self, change: PartEvent) -> list[tuple[str, dict[str, Any]]]:

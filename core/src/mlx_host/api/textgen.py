@@ -12,7 +12,14 @@ from typing import Any, Literal
 from fastapi import Request
 
 from mlx_host.api.access import record_of
-from mlx_host.api.answers import ChoiceBuilder, OnFinish, collect, stream_response, usage
+from mlx_host.api.answers import (
+    ChoiceBuilder,
+    OnFinish,
+    chunk_events,
+    merged,
+    shaped_answer,
+    usage,
+)
 from mlx_host.api.policy import output_format, sampling_params
 from mlx_host.api.schemas import GenerationRequest
 from mlx_host.errors import ModelLoadError
@@ -81,20 +88,26 @@ class TextCall:
         stream, else one JSON body; ``objects`` names the object of each (whole, chunk), and
         ``on_finish`` adds its fields to the end of either."""
         whole_object, chunk_object = objects
-        record_of(request).model = head["model"]
-        if body.stream:
-            return await stream_response(
-                deltas, request, {**head, "object": chunk_object}, chunk,
-                include_usage=body.include_usage(), on_finish=on_finish, opening=opening,
+        record = record_of(request)
+        record.model = head["model"]
+
+        def events(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[str]:
+            return chunk_events(
+                first, rest, {**head, "object": chunk_object}, chunk, body.include_usage(),
+                on_finish, opening, record,
             )  # fmt: skip
-        text, last = await collect(deltas, request)
-        return {
-            **head,
-            "object": whole_object,
-            "choices": [whole(text, last)],
-            "usage": usage(last),
-            **await on_finish(text),
-        }
+
+        async def whole_answer(deltas: list[Delta]) -> dict[str, Any]:
+            text, last = merged(deltas)
+            return {
+                **head,
+                "object": whole_object,
+                "choices": [whole(text, last)],
+                "usage": usage(last),
+                **await on_finish(text),
+            }
+
+        return await shaped_answer(deltas, request, body.stream, events, whole_answer)
 
 
 def response_head(prefix: str, model: LoadedModel) -> dict[str, Any]:
