@@ -2,16 +2,17 @@
 both servers up at once, rounds interleaved.
 
     uv run python bench/compare.py [--tokens 64] [--levels 1,8,32,64] [--rounds 3] [--turns 10]
+                                   [--workload write|edit]
 
 Both servers run here on loopback, on the embedded SmolLM2 converted to this device's format,
 each with the same optimized BLAS loaded before MLX (so the table compares servers, not BLAS
-libraries), and get the same system message and prompts, so greedy decoding writes the same
-tokens. At each concurrency level, each round measures mlx-host, mlx_lm.server and the raw
-engine ceiling (mlx-lm's `BatchGenerator` driven in this process, no HTTP), in an order that
-rotates every round, so that machine drift lands on all three alike. Tokens are counted from
-`usage`. Prints markdown tables: aggregate tokens/s (median and spread over rounds), TTFT
-p50/p95 over every request of every round, failed requests, and the host/peer and
-host/ceiling ratios; TTFT at turn 1 and turn N of a growing conversation; and mlx-host's
+libraries), and get the same system message and prompts (`bench/workloads.py`), so greedy
+decoding writes the same tokens. At each concurrency level, each round measures mlx-host,
+mlx_lm.server and the raw engine ceiling (mlx-lm's `BatchGenerator` driven in this process, no
+HTTP), in an order that rotates every round, so that machine drift lands on all three alike.
+Tokens are counted from `usage`. Prints markdown tables: aggregate tokens/s (median and spread
+over rounds), TTFT p50/p95 over every request of every round, failed requests, and the host/peer
+and host/ceiling ratios; TTFT at turn 1 and turn N of a growing conversation; and mlx-host's
 overhead per request over its own engine called in-process. Every request is bounded by a
 timeout; one that fails or times out is counted, not retried.
 """
@@ -32,30 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from workloads import SYSTEM, TOPICS, WORKLOADS
 
 import mlx_host.engine  # noqa: F401  (the BLAS and allocator, before MLX)
 from mlx_host.keys import generate_key
 from mlx_host.testing import free_socket
 
+Prompt = Callable[[int], list[dict]]
+
 TIMEOUT = 300
-TOPICS = [
-    "rivers",
-    "owls",
-    "bridges",
-    "volcanoes",
-    "bread",
-    "chess",
-    "comets",
-    "forests",
-    "trains",
-    "honey",
-    "glaciers",
-    "violins",
-    "deserts",
-    "coral",
-    "kites",
-    "lighthouses",
-]
 
 
 def free_port() -> int:
@@ -105,15 +91,9 @@ async def one_stream(
     return ttft or 0.0, time.perf_counter() - t0, count or len(text), "".join(text)
 
 
-# An explicit system message: the service adds none, so the engine sees the same tokens.
-SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
-
-
-def prompt(i: int) -> list[dict]:
-    return [SYSTEM, {"role": "user", "content": f"Write a short paragraph about {TOPICS[i % 16]}."}]
-
-
-async def concurrency(url: str, headers: dict, level: int, tokens: int) -> dict[str, Any]:
+async def concurrency(
+    url: str, headers: dict, level: int, tokens: int, prompt: Prompt
+) -> dict[str, Any]:
     """One round of ``level`` concurrent streams: tokens/s over the round's wall time, each
     request's TTFT, and how many failed."""
     limits = httpx.Limits(max_connections=level + 4, max_keepalive_connections=level + 4)
@@ -132,7 +112,7 @@ async def concurrency(url: str, headers: dict, level: int, tokens: int) -> dict[
     }
 
 
-def ceiling(model: Any, tokenizer: Any, level: int, tokens: int) -> dict[str, Any]:
+def ceiling(model: Any, tokenizer: Any, level: int, tokens: int, prompt: Prompt) -> dict[str, Any]:
     """One round of the raw engine: mlx-lm's ``BatchGenerator`` in this process, as shipped,
     with the servers' prompts, prefill included."""
     from mlx_lm.generate import BatchGenerator
@@ -176,7 +156,7 @@ async def conversation(url: str, headers: dict, turns: int, tokens: int) -> list
     return ttfts
 
 
-async def engine_direct(model_dir: Path, tokens: int, repeats: int) -> float:
+async def engine_direct(model_dir: Path, tokens: int, repeats: int, prompt: Prompt) -> float:
     """Median seconds for one request on mlx-host's engine with no HTTP, auth or plugins."""
     from mlx_host.engine.scheduler import BatchScheduler
     from mlx_host.generation import SamplingParams
@@ -196,7 +176,7 @@ async def engine_direct(model_dir: Path, tokens: int, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
-async def http_single(url: str, headers: dict, tokens: int, repeats: int) -> float:
+async def http_single(url: str, headers: dict, tokens: int, repeats: int, prompt: Prompt) -> float:
     async with httpx.AsyncClient() as client:
         times = [
             (await one_stream(client, url, headers, prompt(100 + i), tokens))[1]
@@ -211,7 +191,9 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32,64", help="concurrent streams to measure")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
     parser.add_argument("--turns", type=int, default=10, help="turns of the conversation")
+    parser.add_argument("--workload", choices=WORKLOADS, default="write", help="the prompts")
     args = parser.parse_args()
+    prompt = WORKLOADS[args.workload]
     levels = [int(x) for x in args.levels.split(",")]
 
     from mlx_host.engine import BLAS
@@ -261,10 +243,12 @@ def main() -> None:
     model, tokenizer = load(str(model_dir))
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         name: (lambda level, url=url, headers=headers:
-               asyncio.run(concurrency(url, headers, level, args.tokens)))
+               asyncio.run(concurrency(url, headers, level, args.tokens, prompt)))
         for name, (_, url, headers) in servers.items()
     }  # fmt: skip
-    runners["raw BatchGenerator"] = lambda level: ceiling(model, tokenizer, level, args.tokens)
+    runners["raw BatchGenerator"] = lambda level: ceiling(
+        model, tokenizer, level, args.tokens, prompt
+    )
     names = list(runners)
     rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
@@ -280,18 +264,18 @@ def main() -> None:
         turns = {name: asyncio.run(conversation(url, headers, args.turns, 24))
                  for name, (_, url, headers) in servers.items()} if args.turns else {}  # fmt: skip
         host_url, host_headers = servers["mlx-host"][1:]
-        http = asyncio.run(http_single(host_url, host_headers, args.tokens, 3))
+        http = asyncio.run(http_single(host_url, host_headers, args.tokens, 3, prompt))
     finally:
         for proc, _, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
-    direct = asyncio.run(engine_direct(model_dir, args.tokens, 3))
+    direct = asyncio.run(engine_direct(model_dir, args.tokens, 3, prompt))
 
     print(f"\n**{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"model: SmolLM2-135M-Instruct ({fmt}); BLAS: {BLAS}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-          f"{args.tokens} new tokens per request, greedy; {args.rounds} interleaved rounds "
-          "per level**\n")  # fmt: skip
+          f"{args.tokens} new tokens per request, greedy; workload: {args.workload}; "
+          f"{args.rounds} interleaved rounds per level**\n")  # fmt: skip
     print("| streams | run | tokens/s median (min-max) | TTFT p50 (s) | TTFT p95 (s) | failed |")
     print("|---|---|---|---|---|---|")
     medians: dict[tuple[str, int], float] = {}

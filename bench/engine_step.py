@@ -1,11 +1,13 @@
 """mlx-host's decoding step against mlx-lm's own, in-process, on the same batch.
 
     uv run python bench/engine_step.py [--levels 1,8,32] [--tokens 64] [--rounds 3]
+                                       [--workload write|edit]
 
 Drives mlx-lm's `BatchGenerator` as shipped and the one mlx-host's scheduler builds
-(`engine/lean_batch.py`) with the same greedy prompts (the embedded SmolLM2, this device's
-weight format), rounds interleaved, and prints decode tokens/s (median of the rounds, prefill
-excluded) and the ratio. What each engine change gives is measured here, without HTTP.
+(`engine/lean_batch.py`) with the same greedy prompts (`bench/workloads.py`; the embedded
+SmolLM2, this device's weight format), rounds interleaved, and prints decode tokens/s (median of
+the rounds, prefill excluded) and the ratio. What each engine change gives is measured here,
+without HTTP.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from workloads import WORKLOADS
+
 import mlx_host.engine  # noqa: F401  (the BLAS and allocator, before MLX)
 from mlx_host.engine import BLAS
-
-TOPICS = ["rivers", "owls", "bridges", "volcanoes", "bread", "chess", "comets", "forests"]
 
 
 def decode_rate(make: Callable[[int], Any], prompts: list[list[int]], tokens: int) -> float:
@@ -48,7 +50,9 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32", help="rows in the batch")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per row")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--workload", choices=WORKLOADS, default="write", help="the prompts")
     args = parser.parse_args()
+    prompt = WORKLOADS[args.workload]
 
     from mlx_lm import load
     from mlx_lm.generate import BatchGenerator
@@ -71,10 +75,7 @@ def main() -> None:
     rows = []
     for level in (int(x) for x in args.levels.split(",")):
         prompts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": f"Write about {TOPICS[i % len(TOPICS)]}."}],
-                add_generation_prompt=True,
-            )
+            tokenizer.apply_chat_template(prompt(i), add_generation_prompt=True)
             for i in range(level)
         ]
         rates: dict[str, list[float]] = {name: [] for name in kinds}
@@ -88,7 +89,7 @@ def main() -> None:
 
     print(f"\n**{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"SmolLM2-135M-Instruct ({fmt}); BLAS: {BLAS}; {args.tokens} tokens per row, "
-          f"greedy; median of {args.rounds} interleaved rounds**\n")  # fmt: skip
+          f"greedy; {args.workload} workload; median of {args.rounds} rounds**\n")  # fmt: skip
     print("| rows | mlx-lm step tokens/s | mlx-host lean step tokens/s | lean / mlx-lm |")
     print("|---|---|---|---|")
     for level, stock, lean in rows:

@@ -1,4 +1,5 @@
-"""The continuous batch: prompt-cache reuse across turns, and the bounded queue."""
+"""The continuous batch: prompt-cache reuse across turns, the bounded queue, and speculative
+decoding of a lone greedy request."""
 
 from __future__ import annotations
 
@@ -33,6 +34,47 @@ def test_cached_prompt_gives_the_same_greedy_answer(server: RunningServer) -> No
     warm = client.chat.completions.create(model="default", messages=ask, max_tokens=20)
     assert warm.usage.prompt_tokens_details.cached_tokens == warm.usage.prompt_tokens - 1
     assert warm.choices[0].message.content == cold.choices[0].message.content
+
+
+CODE = """def area(width, height):
+    result = width * height
+    return result
+
+
+def perimeter(width, height):
+    result = 2 * (width + height)
+    return result
+"""
+
+
+def draft_tokens(server: RunningServer) -> dict[str, float]:
+    """The model's draft-token counters in ``/metrics``, by outcome."""
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    text = httpx.get(f"{server.url}/metrics", headers=headers).text
+    prefix = 'mlx_host_draft_tokens_total{model="smollm2-135m-instruct",outcome="'
+    return {
+        line[len(prefix) :].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+def test_a_code_edit_decodes_speculatively_to_the_greedy_answer(server: RunningServer) -> None:
+    client = server.openai("alpha")
+    ask = [
+        {"role": "user", "content": f"{CODE}\nRewrite this code with `result` renamed to `value`."}
+    ]
+    before = draft_tokens(server)
+    fast = client.chat.completions.create(model="default", messages=ask, max_tokens=80)
+    after = draft_tokens(server)
+    assert after["accepted"] > before.get("accepted", 0)
+    # Log-probabilities are read at every step, so this one decodes a token at a time.
+    slow = client.chat.completions.create(
+        model="default", messages=ask, max_tokens=80, logprobs=True
+    )
+    assert draft_tokens(server) == after
+    assert fast.choices[0].message.content == slow.choices[0].message.content
+    assert fast.usage.completion_tokens == slow.usage.completion_tokens
 
 
 def test_full_queue_is_429_with_retry_after(mlx_host_cache_dir: Path) -> None:

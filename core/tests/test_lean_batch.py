@@ -69,3 +69,68 @@ def test_rows_that_need_log_probabilities() -> None:
     assert not needs_logprobs(0.7, 1.0, None)  # temperature alone: shift-invariant
     assert needs_logprobs(0.7, 0.9, None)  # top-p reads probabilities
     assert needs_logprobs(0.0, 1.0, 0)
+
+
+def decode_alone(
+    generator: BatchGenerator, prompt: list[int], max_tokens: int, **insert: Any
+) -> tuple[list[int], list[int], Any]:
+    """One row's tokens, how many each step gave, and its last response."""
+    generator.insert([prompt], max_tokens=[max_tokens], **insert)
+    tokens: list[int] = []
+    widths: list[int] = []
+    while True:
+        responses = generator.next_generated()
+        widths.append(len(responses))
+        tokens += [r.token for r in responses]
+        if responses[-1].finish_reason is not None:
+            generator.close()
+            return tokens, widths, responses[-1]
+
+
+REPEATING = [5, 6, 7, 8, 9, 10, 11, 12] * 2
+
+
+@pytest.mark.parametrize("max_tokens", [3, 17, 40])
+@pytest.mark.parametrize("prompt", [[1, 2, 3, 4], REPEATING, [10] * 6])
+def test_a_lone_greedy_row_decodes_several_tokens_a_step_exactly(
+    model: Any, prompt: list[int], max_tokens: int
+) -> None:
+    stock, _, stock_last = decode_alone(BatchGenerator(model), prompt, max_tokens)
+    lean_generator = lean_batch_generator(lambda uid: False, model=model)
+    lean, widths, last = decode_alone(lean_generator, prompt, max_tokens)
+    assert lean == stock
+    if max_tokens > 3:  # this small model repeats itself, so its drafts are accepted
+        assert max(widths) > 1
+    # The cache handed back holds exactly the tokens handed back with it.
+    assert last.all_tokens == stock_last.all_tokens
+    assert last.prompt_cache[0].offset == len(last.all_tokens)
+    assert last.finish_reason == stock_last.finish_reason == "length"
+
+
+@pytest.mark.parametrize("length", range(12, 21))  # one of them ends inside every draft
+def test_a_stop_sequence_ending_inside_a_draft_ends_the_row_there(model: Any, length: int) -> None:
+    free, _, _ = decode_alone(BatchGenerator(model), [1, 2, 3, 4], 40)
+    options = {"stop_tokens": [free[:length]]}  # the row's own first tokens
+    stock, _, _ = decode_alone(BatchGenerator(model, **options), [1, 2, 3, 4], 40)
+    lean_generator = lean_batch_generator(lambda uid: False, model=model, **options)
+    lean, widths, last = decode_alone(lean_generator, [1, 2, 3, 4], 40)
+    assert lean == stock == free[:length]
+    assert last.finish_reason == "stop"
+    assert last.prompt_cache[0].offset == len(last.all_tokens)
+    assert max(widths) > 1
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"samplers": [make_request_sampler(0.8, 1.0, seed=7)]},
+        {"logits_processors": [[lambda tokens, logits: logits]]},
+        {"normalized": True},
+    ],
+    ids=["sampled", "processed", "logprobs"],
+)
+def test_rows_that_are_not_greedy_decode_one_token_a_step(model: Any, row: dict[str, Any]) -> None:
+    normalized = row.pop("normalized", False)
+    generator = lean_batch_generator(lambda uid: normalized, model=model)
+    _, widths, _ = decode_alone(generator, REPEATING, 30, **row)
+    assert set(widths) == {1}

@@ -120,6 +120,12 @@ class _ModelState(Collector):
             "insufficient_memory (503).",
             labels=["model", "reason"],
         )  # fmt: skip
+        drafts = CounterMetricFamily(
+            "mlx_host_draft_tokens",
+            "Tokens a lone greedy request's speculative decoding guessed from its own text: "
+            "accepted (emitted without a pass of their own) and rejected.",
+            labels=["model", "outcome"],
+        )  # fmt: skip
         for model in usage["models"]:
             name = model["name"]
             model_bytes.add_metric([name], model["memory_bytes"])
@@ -131,4 +137,6 @@ class _ModelState(Collector):
                 waited.add_metric([name], model["admitted_requests"], model["queue_wait_seconds"])
                 for reason, count in model["refused_requests"].items():
                     refused.add_metric([name, reason], count)
-        yield from (model_bytes, running, queued, waited, refused)
+            for outcome, count in model.get("draft_tokens", {}).items():
+                drafts.add_metric([name, outcome], count)
+        yield from (model_bytes, running, queued, waited, refused, drafts)

@@ -139,6 +139,7 @@ class LLMEngine(Engine):
             "admitted_requests": s.admission.admitted,
             "queue_wait_seconds": s.admission.wait_seconds,
             "refused_requests": dict(s.admission.refused),
+            "draft_tokens": {"accepted": s.drafts.accepted, "rejected": s.drafts.rejected},
         }
 
     # -- text generation ----------------------------------------------------------------

@@ -43,7 +43,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_host.engine import memory
 from mlx_host.engine.grammar import Constraint
-from mlx_host.engine.lean_batch import lean_batch_generator, needs_logprobs
+from mlx_host.engine.lean_batch import DraftStats, lean_batch_generator, needs_logprobs
 from mlx_host.engine.sampling import make_logits_processors, make_request_sampler
 from mlx_host.errors import (
     GenerationError,
@@ -196,6 +196,7 @@ class BatchScheduler:
         self._waiting: deque[_Job] = deque()  # received, not yet admitted
         self._freed_for: _Job | None = None  # the waiting request memory was last freed for
         self.admission = AdmissionStats()
+        self.drafts = DraftStats()  # speculative decoding of lone greedy rows
 
     @property
     def running_requests(self) -> int:
@@ -365,6 +366,7 @@ class BatchScheduler:
     def _new_generator(self) -> BatchGenerator:
         return lean_batch_generator(
             self._needs_logprobs,
+            self.drafts,
             model=self._model,
             stop_tokens=[[t] for t in self._tokenizer.eos_token_ids],
             completion_batch_size=self.max_batch_size,
