@@ -1,5 +1,5 @@
-"""The continuous batch: prompt-cache reuse across turns, the bounded queue, and speculative
-decoding of a lone greedy request."""
+"""The continuous batch: prompt-cache reuse across turns, the bounded queue, how many prompts
+are prefilled together, and speculative decoding of a lone greedy request."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 import openai
 from conftest import ALPHA, held_after_first_token, plugin_manager
 
+from mlx_host.engine.scheduler import PREFILL_CHUNK_TOKENS, prompts_per_prefill
 from mlx_host.testing import RunningServer, run_server
 
 
@@ -129,3 +130,13 @@ def test_text_completion_streams(server: RunningServer) -> None:
     assert len(pieces) > 3
     assert chunks[-1].usage.completion_tokens == 12
     assert any(c.choices and c.choices[0].finish_reason == "length" for c in chunks)
+
+
+def test_short_prompts_are_prefilled_together_and_long_ones_eight_at_a_time() -> None:
+    assert prompts_per_prefill(30, max_batch_size=64) == 64  # a burst of chat turns: at once
+    assert prompts_per_prefill(30, max_batch_size=16) == 16  # never more than the batch holds
+    assert prompts_per_prefill(512, max_batch_size=64) == 8
+    assert prompts_per_prefill(20_000, max_batch_size=64) == 8  # chunked: 512 at a time each
+    assert prompts_per_prefill(100, max_batch_size=64) * 100 <= PREFILL_CHUNK_TOKENS
+    assert prompts_per_prefill(0, max_batch_size=64) == 64  # a fully cached prompt
+    assert prompts_per_prefill(1, max_batch_size=1) == 1

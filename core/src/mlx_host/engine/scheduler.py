@@ -66,6 +66,20 @@ WATCHDOG_SECONDS = 1.0
 ADMIT_RETRY_SECONDS = 0.05
 #: Steps between measurements of the batch's KV cache (summing every layer costs time).
 MEASURE_EVERY_STEPS = 32
+#: Prompt tokens of one prompt that one prefill chunk processes (mlx-lm's prefill step).
+PREFILL_STEP_TOKENS = 512
+#: Prompt tokens one prefill chunk may process over all its prompts: mlx-lm's 8 prompts of a
+#: full step. The decoding rows wait for a whole chunk, so this bounds their stall.
+PREFILL_CHUNK_TOKENS = 8 * PREFILL_STEP_TOKENS
+
+
+def prompts_per_prefill(longest: int, max_batch_size: int) -> int:
+    """How many waiting prompts to prefill together when the longest still has ``longest``
+    tokens to process: as many as fit one chunk of ``PREFILL_CHUNK_TOKENS``. A burst of short
+    prompts is prefilled at once, so none waits for the others' chunks and the decoding steps
+    between them; long prompts go 8 at a time, as in mlx-lm (docs/engine.md has the figures)."""
+    step = max(1, min(longest, PREFILL_STEP_TOKENS))
+    return max(1, min(max_batch_size, PREFILL_CHUNK_TOKENS // step))
 
 
 def kv_bound(lengths: list[int], bytes_per_token: int) -> int:
@@ -371,7 +385,7 @@ class BatchScheduler:
             stop_tokens=[[t] for t in self._tokenizer.eos_token_ids],
             completion_batch_size=self.max_batch_size,
             prefill_batch_size=min(8, self.max_batch_size),
-            prefill_step_size=512,
+            prefill_step_size=PREFILL_STEP_TOKENS,
             stream=mx.default_stream(mx.default_device()),
         )
 
@@ -526,6 +540,10 @@ class BatchScheduler:
             self._claim.resize(self._kv_bound(list(self._jobs.values())))
 
     def _step(self) -> None:
+        starting = [j for j in self._jobs.values() if j.completion_tokens == 0]
+        if starting:
+            longest = max(len(j.prompt) - j.cached_tokens for j in starting)
+            self._generator.prefill_batch_size = prompts_per_prefill(longest, self.max_batch_size)
         try:
             _, responses = self._generator.next()
         except Exception:
