@@ -260,7 +260,8 @@ def main() -> None:
                     result = runners[name](level)
                     rounds.setdefault((name, level), []).append(result)
                     print(f"{name} x{level} round {r + 1}: {result['tok_s']:.1f} tok/s, "
-                          f"{result['failed']} failed", file=sys.stderr)  # fmt: skip
+                          f"TTFT p95 {p95(result['ttfts']):.2f} s, {result['failed']} failed",
+                          file=sys.stderr)  # fmt: skip
         turns = {name: asyncio.run(conversation(url, headers, args.turns, 24))
                  for name, (_, url, headers) in servers.items()} if args.turns else {}  # fmt: skip
         host_url, host_headers = servers["mlx-host"][1:]
