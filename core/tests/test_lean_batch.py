@@ -1,5 +1,6 @@
-"""The lean decoding step chooses exactly the tokens mlx-lm's own step chooses, with or without
-log-probabilities, and still gives them to the rows that need them (a small random llama,
+"""The lean decoding step chooses the tokens mlx-lm's own step chooses, with or without
+log-probabilities, and still gives them to the rows that need them; a lone greedy row that
+decodes several tokens a step speculatively chooses them too (a small random llama,
 in-process)."""
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import pytest
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models import llama
 
-from mlx_host.engine.lean_batch import LeanGenerationBatch, lean_batch_generator, needs_logprobs
+from mlx_host.engine.lean_batch import (
+    DraftStats,
+    LeanGenerationBatch,
+    lean_batch_generator,
+    needs_logprobs,
+)
+from mlx_host.engine.prompt_lookup import PromptLookup
 from mlx_host.engine.sampling import make_request_sampler
 
 PROMPTS = [[1, 2, 3, 4], [5, 6], [7, 8, 9], [10] * 6]
@@ -24,6 +31,21 @@ def model() -> Any:
         model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
         tie_word_embeddings=True,
+    )  # fmt: skip
+    net = llama.Model(args)
+    mx.eval(net.parameters())
+    return net
+
+
+@pytest.fixture(scope="module")
+def varied_model() -> Any:
+    """A random llama whose answer to ``REPEATING`` cycles through several tokens (the
+    fixture above repeats one), so a draft accepted in part is told from one accepted whole."""
+    mx.random.seed(0)
+    args = llama.ModelArgs(
+        model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
+        tie_word_embeddings=False,
     )  # fmt: skip
     net = llama.Model(args)
     mx.eval(net.parameters())
@@ -134,3 +156,58 @@ def test_rows_that_are_not_greedy_decode_one_token_a_step(model: Any, row: dict[
     generator = lean_batch_generator(lambda uid: normalized, model=model)
     _, widths, _ = decode_alone(generator, REPEATING, 30, **row)
     assert set(widths) == {1}
+
+
+def wrong_at(position: int) -> Any:
+    """A ``PromptLookup.draft`` whose drafts are wrong from ``position`` on."""
+    draft = PromptLookup.draft
+
+    def wrong(self: PromptLookup, limit: int) -> list[int]:
+        tokens = draft(self, limit)
+        return tokens[:position] + [(t + 1) % 300 for t in tokens[position:]]
+
+    return wrong
+
+
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_rejected_drafts_cost_nothing_but_time(
+    varied_model: Any, monkeypatch: pytest.MonkeyPatch, position: int
+) -> None:
+    model = varied_model
+    stock, _, _ = decode_alone(BatchGenerator(model), REPEATING, 40)
+    assert len(set(stock)) > 2
+    monkeypatch.setattr(PromptLookup, "draft", wrong_at(position))
+    drafts = DraftStats()
+    lean_generator = lean_batch_generator(lambda uid: False, drafts, model=model)
+    lean, widths, last = decode_alone(lean_generator, REPEATING, 40)
+    assert lean == stock
+    assert last.prompt_cache[0].offset == len(last.all_tokens)
+    assert drafts.rejected > 0
+    assert drafts.accepted == sum(w - 1 for w in widths)  # every accepted token was emitted
+    if position:
+        assert drafts.accepted > 0
+    else:
+        # Drafts rejected whole pause the drafting, longer after each: 6 passes, not 38.
+        assert drafts.accepted == 0
+        assert drafts.rejected <= 6 * 8
+
+
+def test_a_row_joining_a_speculating_row_decodes_as_in_mlx_lm(varied_model: Any) -> None:
+    model = varied_model
+
+    def decode_pair(generator: BatchGenerator) -> tuple[list[int], list[int]]:
+        (first,) = generator.insert([REPEATING], max_tokens=[30])
+        out: dict[int, list[int]] = {first: []}
+        while len(out[first]) < 10:  # the first row alone, speculating where it can
+            for r in generator.next_generated():
+                out[r.uid].append(r.token)
+        (second,) = generator.insert([[1, 2, 3, 4]], max_tokens=[20])
+        out[second] = []
+        while len(out[first]) < 30 or len(out[second]) < 20:
+            for r in generator.next_generated():
+                out[r.uid].append(r.token)
+        generator.close()
+        return out[first], out[second]
+
+    lean_generator = lean_batch_generator(lambda uid: False, model=model)
+    assert decode_pair(lean_generator) == decode_pair(BatchGenerator(model))

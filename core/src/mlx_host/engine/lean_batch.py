@@ -10,17 +10,19 @@ both (docs/engine.md has the figures).
 
 A batch of one greedy row decodes speculatively: tokens looked up in its own sequence
 (``prompt_lookup.py``) are checked in one wider forward pass, and every one the model agrees
-with is emitted at once. The tokens are exactly those of one-at-a-time greedy decoding.
+with is emitted at once. The tokens are those greedy decoding chooses one at a time, up to the
+rounding of a wider matrix product (as in prefill).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, GenerationBatch
+from mlx_lm.models.cache import BatchKVCache
 from mlx_lm.sample_utils import greedy_sampler
 
 from mlx_host.engine.prompt_lookup import PromptLookup
@@ -28,12 +30,16 @@ from mlx_host.engine.prompt_lookup import PromptLookup
 #: The most draft tokens one speculative pass checks. A pass of 9 positions costs about 1.6
 #: one-position passes on the 2-core CPU and less on a GPU; a longer draft rarely survives.
 DRAFT_TOKENS = 8
+#: After drafts the model rejects whole, the row drafts nothing for 1, 2, 4 ... up to
+#: ``MAX_PAUSE`` steps (doubling with each miss in a row), so text that repeats its n-grams
+#: without copying them does not pay for a wide pass at every step.
+MAX_PAUSE = 16
 
 
 @dataclass
 class DraftStats:
     """Speculative decoding on a model since it loaded (read by ``/metrics``): draft tokens
-    the model agreed with, and draft tokens it did not."""
+    the model agreed with and that were emitted, and draft tokens it did not agree with."""
 
     accepted: int = 0
     rejected: int = 0
@@ -46,33 +52,38 @@ class LeanGenerationBatch(GenerationBatch):
 
     normalized: Callable[[int], bool]
     drafts: DraftStats
-    _lookup: tuple[int, PromptLookup] | None = None  # the speculating row's uid and n-grams
+    _row: _Speculation | None = None  # the lone row's n-grams and misses
 
     def next(self) -> list[GenerationBatch.Response]:
         """One step: a token for every row, or several for a lone greedy row whose sequence
         predicts its next tokens. (A row's first token goes out at once: checking a draft
         before it would add a wider pass to the time to first token.)"""
         b: Any = self
-        if len(b.uids) == 1 and b._num_tokens[0] > 0 and self._greedy_and_trimmable():
+        if len(b.uids) == 1 and b._num_tokens[0] > 0 and self._speculable():
             return self._speculative_next()
         return super().next()
 
-    def _greedy_and_trimmable(self) -> bool:
+    def _speculable(self) -> bool:
         b: Any = self
-        uid = b.uids[0]
         return (
             _greedy(b.samplers[0])
             and not (b.logits_processors and b.logits_processors[0])
-            and not self.normalized(uid)
-            and all(c.is_trimmable() for c in b.prompt_cache)
+            and not self.normalized(b.uids[0])
+            # Trimmed the same way as filled; a sliding window's rotating cache would keep a
+            # rejected draft that carried it past the window's edge.
+            and all(type(c) is BatchKVCache for c in b.prompt_cache)
         )
 
     def _speculative_next(self) -> list[GenerationBatch.Response]:
         b: Any = self
         uid, tokens = b.uids[0], b.tokens[0]
-        if self._lookup is None or self._lookup[0] != uid:
-            self._lookup = (uid, PromptLookup())
-        lookup = self._lookup[1]
+        if self._row is None or self._row.uid != uid:
+            self._row = _Speculation(uid)
+        row = self._row
+        if row.pause:
+            row.pause -= 1
+            return super().next()
+        lookup = row.lookup
         lookup.extend(tokens[len(lookup) :])
         token = int(b._next_tokens.item())  # this step's token, not yet in the KV cache
         lookup.extend([token])
@@ -85,8 +96,8 @@ class LeanGenerationBatch(GenerationBatch):
         accepted = 0
         while accepted < len(draft) and draft[accepted] == predicted[accepted]:
             accepted += 1
-        self.drafts.accepted += accepted
         self.drafts.rejected += len(draft) - accepted
+        row.missed(accepted == 0)
         emitted = [token, *draft[:accepted]]
         responses = []
         for i, t in enumerate(emitted):
@@ -95,6 +106,7 @@ class LeanGenerationBatch(GenerationBatch):
             if b._matchers[0].advance(t):
                 finish = "stop"
             if finish is not None:
+                self.drafts.accepted += i  # the draft tokens emitted
                 # The KV cache must hold exactly the tokens handed back with it.
                 self._trim(len(draft) - i)
                 tokens.extend(emitted[: i + 1])
@@ -103,6 +115,7 @@ class LeanGenerationBatch(GenerationBatch):
                 self.filter([])
                 return responses
             responses.append(b.Response(uid, t, None, None, None, None))
+        self.drafts.accepted += accepted
         self._trim(len(draft) - accepted)
         tokens.extend(emitted)
         lookup.extend(emitted[1:])
@@ -115,8 +128,8 @@ class LeanGenerationBatch(GenerationBatch):
     def filter(self, keep: list[int]) -> None:
         """Keep only the rows at ``keep`` (mlx-lm's), forgetting a departed row's n-grams."""
         super().filter(keep)
-        if self._lookup is not None and self._lookup[0] not in self.uids:
-            self._lookup = None
+        if self._row is not None and self._row.uid not in self.uids:
+            self._row = None
 
     def _trim(self, n: int) -> None:
         """Drop the last ``n`` positions (rejected draft tokens) from the KV cache."""
@@ -161,6 +174,22 @@ class LeanGenerationBatch(GenerationBatch):
         for row_tokens, token in zip(b.tokens, tokens, strict=True):
             row_tokens.append(token)
         return tokens, b._current_logprobs
+
+
+@dataclass
+class _Speculation:
+    """A lone greedy row's n-grams, and how long it decodes without drafts after misses."""
+
+    uid: int
+    lookup: PromptLookup = field(default_factory=PromptLookup)
+    misses: int = 0  # drafts rejected whole in a row
+    pause: int = 0  # steps left without a draft
+
+    def missed(self, whole: bool) -> None:
+        """Note a checked draft: rejected ``whole`` or not."""
+        self.misses = self.misses + 1 if whole else 0
+        if whole:
+            self.pause = min(MAX_PAUSE, 2 ** (self.misses - 1))
 
 
 def _greedy(sampler: Any) -> bool:
