@@ -24,32 +24,29 @@ from mlx_host.engine.sampling import make_request_sampler
 PROMPTS = [[1, 2, 3, 4], [5, 6], [7, 8, 9], [10] * 6]
 
 
-@pytest.fixture(scope="module")
-def model() -> Any:
-    mx.random.seed(3)
+def random_llama(seed: int, tied: bool) -> Any:
+    """A small random llama (vocabulary of 300), the same on every run."""
+    mx.random.seed(seed)
     args = llama.ModelArgs(
         model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
     )  # fmt: skip
     net = llama.Model(args)
     mx.eval(net.parameters())
     return net
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    return random_llama(3, tied=True)
 
 
 @pytest.fixture(scope="module")
 def varied_model() -> Any:
     """A random llama whose answer to ``REPEATING`` cycles through several tokens (the
     fixture above repeats one), so a draft accepted in part is told from one accepted whole."""
-    mx.random.seed(0)
-    args = llama.ModelArgs(
-        model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    net = llama.Model(args)
-    mx.eval(net.parameters())
-    return net
+    return random_llama(0, tied=False)
 
 
 def decode(generator: BatchGenerator, samplers: list[Any]) -> dict[int, tuple[list, list]]:
