@@ -138,5 +138,5 @@ def test_short_prompts_are_prefilled_together_and_long_ones_eight_at_a_time() ->
     assert prompts_per_prefill(512, max_batch_size=64) == 8
     assert prompts_per_prefill(20_000, max_batch_size=64) == 8  # chunked: 512 at a time each
     assert prompts_per_prefill(100, max_batch_size=64) * 100 <= PREFILL_CHUNK_TOKENS
-    assert prompts_per_prefill(0, max_batch_size=64) == 64  # a fully cached prompt
+    assert prompts_per_prefill(1, max_batch_size=64) == 64  # a cached prompt: one token left
     assert prompts_per_prefill(1, max_batch_size=1) == 1
