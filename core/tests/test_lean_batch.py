@@ -11,6 +11,7 @@ import mlx.core as mx
 import pytest
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models import llama
+from mlx_lm.models.cache import make_prompt_cache
 
 from mlx_host.engine.lean_batch import (
     DraftStats,
@@ -93,12 +94,14 @@ def test_rows_that_need_log_probabilities() -> None:
 def decode_alone(
     generator: BatchGenerator, prompt: list[int], max_tokens: int, **insert: Any
 ) -> tuple[list[int], list[int], Any]:
-    """One row's tokens, how many each step gave, and its last response."""
+    """One row's tokens, how many each step that gave any gave, and its last response."""
     generator.insert([prompt], max_tokens=[max_tokens], **insert)
     tokens: list[int] = []
     widths: list[int] = []
     while True:
         responses = generator.next_generated()
+        if not responses:  # the step after the first token only puts it in the KV cache
+            continue
         widths.append(len(responses))
         tokens += [r.token for r in responses]
         if responses[-1].finish_reason is not None:
@@ -208,3 +211,70 @@ def test_a_row_joining_a_speculating_row_decodes_as_in_mlx_lm(varied_model: Any)
 
     lean_generator = lean_batch_generator(lambda uid: False, model=model)
     assert decode_pair(lean_generator) == decode_pair(BatchGenerator(model))
+
+
+def steps_to_first_token(generator: BatchGenerator, prompt: list[int], **insert: Any) -> tuple:
+    """How many steps a new row takes to its first token, and that token's response."""
+    generator.insert([prompt], **insert)
+    for step in range(1, 10):
+        _, responses = generator.next()
+        if responses:
+            return step, responses[0]
+    raise AssertionError("no token in 10 steps")
+
+
+@pytest.mark.parametrize("prompt", [[7], [1, 2, 3, 4]])
+def test_a_new_rows_first_token_goes_out_in_the_step_that_chooses_it(
+    model: Any, prompt: list[int]
+) -> None:
+    stock_steps, stock = steps_to_first_token(BatchGenerator(model), prompt, max_tokens=[5])
+    lean_generator = lean_batch_generator(lambda uid: False, model=model)
+    steps, first = steps_to_first_token(lean_generator, prompt, max_tokens=[5])
+    assert (steps, first.token) == (stock_steps - 1, stock.token)
+    assert first.finish_reason is None
+
+
+@pytest.mark.parametrize("ends", ["length", "stop"])
+def test_a_row_its_first_token_ends_leaves_with_its_cache(model: Any, ends: str) -> None:
+    _, free = steps_to_first_token(BatchGenerator(model), [1, 2, 3, 4], max_tokens=[5])
+    options = {"stop_tokens": [[free.token]]} if ends == "stop" else {}
+    generator = lean_batch_generator(lambda uid: False, model=model, **options)
+    _, first = steps_to_first_token(
+        generator, [1, 2, 3, 4], max_tokens=[1 if ends == "length" else 5]
+    )
+    assert (first.token, first.finish_reason) == (free.token, ends)
+    # The cache holds the prompt (the first token never entered it), and the row is gone.
+    assert first.all_tokens == [1, 2, 3, 4]
+    assert first.prompt_cache[0].offset == 4
+    assert generator.next() == ([], [])
+
+
+def test_rows_with_cached_prompts_get_room_for_their_tokens(model: Any) -> None:
+    def cached(prompt: list[int]) -> list[Any]:
+        cache = make_prompt_cache(model)
+        model(mx.array([prompt]), cache=cache)
+        mx.eval([c.state for c in cache])
+        return cache
+
+    def run(generator: BatchGenerator) -> tuple[dict[int, list[int]], set[int]]:
+        """Each row's tokens, and the lengths its first layer's keys had at each step."""
+        uids = generator.insert(
+            [p[-1:] for p in PROMPTS], max_tokens=[12] * len(PROMPTS),
+            caches=[cached(p[:-1]) for p in PROMPTS], all_tokens=[p[:-1] for p in PROMPTS],
+        )  # fmt: skip
+        out: dict[int, list[int]] = {uid: [] for uid in uids}
+        sizes = set()
+        while any(len(tokens) < 12 for tokens in out.values()):
+            for r in generator.next_generated():
+                out[r.uid].append(r.token)
+            if generator._generation_batch.prompt_cache:
+                sizes.add(generator._generation_batch.prompt_cache[0].keys.shape[2])
+        return out, sizes
+
+    stock, stock_sizes = run(BatchGenerator(model, completion_batch_size=8))
+    lean, sizes = run(lean_batch_generator(lambda uid: False, model=model, completion_batch_size=8))
+    assert lean == stock
+    # Made once, as long as the longest cached prompt (5) and what the rows add (1 + 12),
+    # where mlx-lm reallocates a block of 256 longer at the first step.
+    assert sizes == {5 + 13}
+    assert stock_sizes == {5 + 256}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator, GenerationBatch
+from mlx_lm.generate import BatchGenerator, GenerationBatch, PromptProcessingBatch
 from mlx_lm.models.cache import BatchKVCache
 from mlx_lm.sample_utils import greedy_sampler
 
@@ -54,14 +54,81 @@ class LeanGenerationBatch(GenerationBatch):
     drafts: DraftStats
     _row: _Speculation | None = None  # the lone row's n-grams and misses
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._joined: list[tuple[list[int], mx.array, list[Any]]] = []  # see extend
+        self._sent: set[int] = set()  # rows whose current token went out as they joined
+        super().__init__(*args, **kwargs)
+
+    def extend(self, batch: GenerationBatch) -> None:
+        """Take in newly prefilled rows (mlx-lm's), noting their first tokens, which mlx-lm's
+        prefill has just chosen, for ``first_tokens``."""
+        new: Any = batch
+        super().extend(batch)
+        self._joined.append((list(new.uids), new._next_tokens, list(new._next_logprobs)))
+
+    def first_tokens(self) -> list[GenerationBatch.Response]:
+        """The first tokens of the rows that joined since the last call, now rather than with
+        the batch's next step. mlx-lm hands a row's first token out after the step that puts
+        it in the KV cache; on the CPU that step's evaluation runs before it returns, so
+        every new row's first token waited a whole step of the batch (docs/engine.md). A row
+        that its first token finishes leaves the batch with its cache."""
+        b: Any = self
+        responses, done = [], []
+        for uids, tokens, logprobs in self._joined:
+            for uid, token, logprob in zip(uids, tokens.tolist(), logprobs, strict=True):
+                if uid not in b.uids:
+                    continue
+                i = b.uids.index(uid)
+                finish = self._count(i, token)
+                cache, context = None, None
+                if finish is not None:
+                    cache, context = self.extract_cache(i), b.tokens[i]
+                    done.append(i)
+                else:
+                    self._sent.add(uid)
+                responses.append(b.Response(uid, token, logprob, finish, cache, context))
+        self._joined = []
+        if done:
+            self.filter([i for i in range(len(b.uids)) if i not in done])
+        return responses
+
+    def _count(self, i: int, token: int) -> str | None:
+        """Count row ``i``'s new ``token``: why the row finishes with it, or None."""
+        b: Any = self
+        b._num_tokens[i] += 1
+        finish = "length" if b._num_tokens[i] >= b.max_tokens[i] else None
+        if b._matchers[i].advance(token):
+            finish = "stop"
+        return finish
+
     def next(self) -> list[GenerationBatch.Response]:
         """One step: a token for every row, or several for a lone greedy row whose sequence
-        predicts its next tokens. (A row's first token goes out at once: checking a draft
-        before it would add a wider pass to the time to first token.)"""
+        predicts its next tokens; none for a row whose token went out as it joined
+        (``first_tokens``), whose first step only puts that token in the KV cache."""
         b: Any = self
-        if len(b.uids) == 1 and b._num_tokens[0] > 0 and self._speculable():
+        sent, self._sent = self._sent, set()
+        if len(b.uids) == 1 and not sent and self._speculable():
             return self._speculative_next()
-        return super().next()
+        if not b.uids:
+            return []
+        tokens, logprobs = self._step()
+        responses, keep = [], []
+        for i, uid in enumerate(b.uids):
+            if uid in sent:
+                keep.append(i)
+                continue
+            finish = self._count(i, tokens[i])
+            if finish is None:
+                keep.append(i)
+                responses.append(b.Response(uid, tokens[i], logprobs[i], None, None, None))
+            else:
+                cache = self.extract_cache(i)
+                responses.append(
+                    b.Response(uid, tokens[i], logprobs[i], finish, cache, b.tokens[i])
+                )
+        if len(keep) < len(b.uids):
+            self.filter(keep)
+        return responses
 
     def _speculable(self) -> bool:
         b: Any = self
@@ -101,11 +168,7 @@ class LeanGenerationBatch(GenerationBatch):
         emitted = [token, *draft[:accepted]]
         responses = []
         for i, t in enumerate(emitted):
-            b._num_tokens[0] += 1
-            finish = "length" if b._num_tokens[0] >= b.max_tokens[0] else None
-            if b._matchers[0].advance(t):
-                finish = "stop"
-            if finish is not None:
+            if (finish := self._count(0, t)) is not None:
                 self.drafts.accepted += i  # the draft tokens emitted
                 # The KV cache must hold exactly the tokens handed back with it.
                 self._trim(len(draft) - i)
@@ -202,6 +265,43 @@ def needs_logprobs(temperature: float, top_p: float, logprobs: int | None) -> bo
     return logprobs is not None or (temperature > 0 and 0 < top_p < 1)
 
 
+class LeanBatchGenerator(BatchGenerator):
+    """mlx-lm's ``BatchGenerator``, whose new rows' first tokens go out as soon as they are
+    chosen (``LeanGenerationBatch.first_tokens``), and whose newly merged KV caches have room
+    for the tokens their rows will add (``reserve``)."""
+
+    def _next(self) -> tuple[list[Any], list[GenerationBatch.Response]]:
+        prompt_responses, responses = super()._next()
+        lean = cast(LeanGenerationBatch, self._generation_batch)
+        return prompt_responses, responses + lean.first_tokens()
+
+    def _make_batch(self, n: int) -> PromptProcessingBatch:
+        batch = super()._make_batch(n)
+        b: Any = batch
+        # Each new row's entry: [segments, tokens processed, tokens to process].
+        prompt = max(entry[2] for entry in self._currently_processing[-n:])
+        reserve(b.prompt_cache, prompt + max(b.max_tokens))
+        return batch
+
+
+def reserve(cache: list[Any], positions: int) -> None:
+    """Make room in a batch's merged KV caches for ``positions`` more tokens per row, up to
+    one block of ``BatchKVCache.step``. mlx-lm merges cached prompts into caches of exactly
+    their length, so the next token reallocates every layer's keys and values a block longer
+    and copies them; on the CPU that made the first step of 32 rows with cached prompts cost
+    325 ms against 112 (docs/engine.md). Sized to what the rows can add, the caches are
+    also smaller than a block when the requests are short."""
+    for c in cache:
+        if type(c) is not BatchKVCache or c.keys is None:
+            continue  # other layouts grow their own way; an empty cache allocates on use
+        room = min(positions, c.step)
+        if c.keys.shape[2] - c._idx >= room:
+            continue
+        keys, values = c.keys[..., : c._idx, :], c.values[..., : c._idx, :]
+        c.keys = mx.pad(keys, [(0, 0), (0, 0), (0, room), (0, 0)])
+        c.values = mx.pad(values, [(0, 0), (0, 0), (0, room), (0, 0)])
+
+
 def lean_batch_generator(
     normalized: Callable[[int], bool], drafts: DraftStats | None = None, **options: Any
 ) -> BatchGenerator:
@@ -209,7 +309,7 @@ def lean_batch_generator(
     log-probabilities while no row of the batch is ``normalized``, and speculate while the
     batch is one greedy row, counting in ``drafts``. (Newly prefilled rows join it after their
     first token, which mlx-lm's own step chooses.)"""
-    generator = BatchGenerator(**options)
+    generator = LeanBatchGenerator(**options)
     lean = LeanGenerationBatch.empty(generator.model, generator.sampler)
     lean.normalized = normalized
     lean.drafts = drafts or DraftStats()
