@@ -1,16 +1,26 @@
-"""The continuous batch: prompt-cache reuse across turns, the bounded queue, how many prompts
-are prefilled together, and speculative decoding of a lone greedy request."""
+"""The continuous batch: prompt-cache reuse across turns, the bounded queue, a burst that
+starts in one step, how many prompts are prefilled together, and speculative decoding of a
+lone greedy request."""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
 from conftest import ALPHA, held_after_first_token, plugin_manager
 
-from mlx_host.engine.scheduler import PREFILL_CHUNK_TOKENS, prompts_per_prefill
+from mlx_host.engine.scheduler import (
+    _STOP,
+    PREFILL_CHUNK_TOKENS,
+    BatchScheduler,
+    _Job,
+    prompts_per_prefill,
+)
+from mlx_host.generation import SamplingParams
+from mlx_host.models.memory import MemoryBudget
 from mlx_host.testing import RunningServer, run_server
 
 
@@ -140,3 +150,54 @@ def test_short_prompts_are_prefilled_together_and_long_ones_eight_at_a_time() ->
     assert prompts_per_prefill(100, max_batch_size=64) * 100 <= PREFILL_CHUNK_TOKENS
     assert prompts_per_prefill(1, max_batch_size=64) == 64  # a cached prompt: one token left
     assert prompts_per_prefill(1, max_batch_size=1) == 1
+
+
+def test_requests_arriving_together_at_an_idle_model_start_in_one_step(
+    server: RunningServer,
+) -> None:
+    client = server.openai("alpha")
+    ask = [{"role": "user", "content": "Name a colour."}]
+    client.chat.completions.create(model="default", messages=ask, max_tokens=1)  # loaded, idle
+    loaded = server.app.state.host.models.get_loaded("smollm2-135m-instruct")
+    scheduler = loaded.engine.scheduler
+    burst, first_step = 4, []
+    take_arrivals, step = scheduler._take_arrivals, scheduler._step
+
+    def arrivals_within_the_window() -> bool:
+        # However slow the machine, the rest of the burst is in the inbox by now.
+        deadline = time.monotonic() + 60
+        while len(scheduler._waiting) + scheduler._inbox.qsize() < burst:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        return take_arrivals()
+
+    def recording_step() -> None:
+        first_step.append(len(scheduler._jobs))
+        step()
+
+    scheduler._take_arrivals = arrivals_within_the_window
+    scheduler._step = recording_step
+    try:
+        with ThreadPoolExecutor(burst) as pool:
+            answers = list(pool.map(
+                lambda _: client.chat.completions.create(
+                    model="default", messages=ask, max_tokens=2
+                ),
+                range(burst),
+            ))  # fmt: skip
+    finally:
+        del scheduler._take_arrivals, scheduler._step
+    assert all(a.usage.completion_tokens == 2 for a in answers)
+    assert first_step[0] == burst
+
+
+def test_taking_arrivals_stops_at_a_gap_or_a_stop() -> None:
+    claim = MemoryBudget(1 << 30, held=lambda: 0).claim("test")
+    scheduler = BatchScheduler(Path("unused"), claim=claim)
+    jobs = [_Job([1], SamplingParams(max_tokens=1), emit=lambda _: None) for _ in range(3)]
+    for job in jobs:
+        scheduler._inbox.put(job)
+    assert scheduler._take_arrivals()  # all three taken, then nothing came
+    assert list(scheduler._waiting) == jobs
+    scheduler._inbox.put(_STOP)
+    assert not scheduler._take_arrivals()

@@ -64,6 +64,12 @@ State = Literal["loading", "ready", "failed", "stopped"]
 WATCHDOG_SECONDS = 1.0
 #: How often requests waiting for memory look again while other models hold it.
 ADMIT_RETRY_SECONDS = 0.05
+#: When a request wakes an idle model, the worker takes the requests arriving right behind it
+#: (until none has come for ``ARRIVAL_GAP_SECONDS``, for ``ARRIVAL_WINDOW_SECONDS`` at most)
+#: before its first step, so that a burst starts in one step: otherwise all but the first
+#: wait for that first request's step (docs/engine.md has the figures).
+ARRIVAL_GAP_SECONDS = 0.005
+ARRIVAL_WINDOW_SECONDS = 0.025
 #: Steps between measurements of the batch's KV cache (summing every layer costs time).
 MEASURE_EVERY_STEPS = 32
 #: Prompt tokens of one prompt that one prefill chunk processes (mlx-lm's prefill step).
@@ -396,8 +402,11 @@ class BatchScheduler:
                 busy = False
                 self._measure()
                 memory.release_unused()
+            idle = not self._jobs and not self._waiting
             timeout = 0.0 if self._jobs else ADMIT_RETRY_SECONDS if self._waiting else None
             if not self._take_inbox(timeout):
+                return
+            if idle and self._waiting and not self._take_arrivals():
                 return
             self._admit()
             if self._jobs:
@@ -420,6 +429,18 @@ class BatchScheduler:
                 self._cancel(item.job)
             else:
                 self._waiting.append(item)
+
+    def _take_arrivals(self) -> bool:
+        """Take the requests arriving right behind the one that woke the worker (see
+        ``ARRIVAL_GAP_SECONDS``); False when the worker must stop."""
+        deadline = time.monotonic() + ARRIVAL_WINDOW_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            waiting = len(self._waiting)
+            if not self._take_inbox(min(ARRIVAL_GAP_SECONDS, left)):
+                return False
+            if len(self._waiting) == waiting:
+                return True
+        return True
 
     def _kv_bound(self, jobs: list[_Job]) -> int:
         """The most KV cache a batch of ``jobs`` can hold (see ``kv_bound``)."""
