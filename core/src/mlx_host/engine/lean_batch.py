@@ -75,7 +75,8 @@ class LeanGenerationBatch(GenerationBatch):
         b: Any = self
         responses, done = [], []
         for uids, tokens, logprobs in self._joined:
-            for uid, token, logprob in zip(uids, tokens.tolist(), logprobs, strict=True):
+            chosen = cast(list[int], tokens.tolist())
+            for uid, token, logprob in zip(uids, chosen, logprobs, strict=True):
                 if uid not in b.uids:
                     continue
                 i = b.uids.index(uid)
