@@ -58,7 +58,7 @@ def main() -> None:
     from mlx_lm.generate import BatchGenerator
 
     from mlx_host.engine.device import preferred_weight_format
-    from mlx_host.engine.lean_batch import lean_batch_generator
+    from mlx_host.engine.lean_batch import LeanBatchGenerator
     from mlx_host.models.sources import prepare
     from mlx_host.models.spec import EMBEDDED_SOURCE
     from mlx_host.settings import get_settings
@@ -68,7 +68,7 @@ def main() -> None:
     # No stop tokens: every row decodes exactly --tokens, in both.
     kinds: dict[str, Callable[[int], Any]] = {
         "mlx-lm step": lambda n: BatchGenerator(model, completion_batch_size=n),
-        "mlx-host lean step": lambda n: lean_batch_generator(
+        "mlx-host lean step": lambda n: LeanBatchGenerator(
             lambda uid: False, model=model, completion_batch_size=n
         ),
     }

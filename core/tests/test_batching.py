@@ -16,6 +16,7 @@ from mlx_host.engine.scheduler import (
     _STOP,
     PREFILL_CHUNK_TOKENS,
     BatchScheduler,
+    _Cancel,
     _Job,
     prompts_per_prefill,
 )
@@ -191,13 +192,21 @@ def test_requests_arriving_together_at_an_idle_model_start_in_one_step(
     assert first_step[0] == burst
 
 
-def test_taking_arrivals_stops_at_a_gap_or_a_stop() -> None:
+def test_taking_arrivals_stops_at_a_gap_a_full_batch_or_a_stop() -> None:
     claim = MemoryBudget(1 << 30, held=lambda: 0).claim("test")
-    scheduler = BatchScheduler(Path("unused"), claim=claim)
-    jobs = [_Job([1], SamplingParams(max_tokens=1), emit=lambda _: None) for _ in range(3)]
-    for job in jobs:
+    scheduler = BatchScheduler(Path("unused"), claim=claim, max_batch_size=3)
+    jobs = [_Job([1], SamplingParams(max_tokens=1), emit=lambda _: None) for _ in range(4)]
+    scheduler._waiting.append(jobs[0])  # the request that woke the worker
+    # It is cancelled as another arrives: an arrival all the same, so the worker waits on.
+    scheduler._inbox.put(_Cancel(jobs[0]))
+    scheduler._inbox.put(jobs[1])
+    assert scheduler._take_arrivals()  # then nothing came
+    assert list(scheduler._waiting) == [jobs[1]]
+    for job in jobs[2:]:
         scheduler._inbox.put(job)
-    assert scheduler._take_arrivals()  # all three taken, then nothing came
-    assert list(scheduler._waiting) == jobs
     scheduler._inbox.put(_STOP)
     assert not scheduler._take_arrivals()
+    # Three wait: as many as the batch holds, so the worker starts without looking again.
+    scheduler._inbox.put(_STOP)
+    assert scheduler._take_arrivals()
+    assert list(scheduler._waiting) == jobs[1:]

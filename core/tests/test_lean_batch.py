@@ -5,19 +5,20 @@ in-process)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import pytest
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models import llama
-from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.models.cache import BatchRotatingKVCache, make_prompt_cache
 
 from mlx_host.engine.lean_batch import (
     DraftStats,
+    LeanBatchGenerator,
     LeanGenerationBatch,
-    lean_batch_generator,
     needs_logprobs,
+    reserve,
 )
 from mlx_host.engine.prompt_lookup import PromptLookup
 from mlx_host.engine.sampling import make_request_sampler
@@ -71,7 +72,7 @@ def test_tokens_match_mlx_lms_own_step(model: Any, normalized_rows: set[int]) ->
 
     stock = decode(BatchGenerator(model, completion_batch_size=8), samplers())
     # A fresh generator numbers its rows from 0, in the order they are inserted.
-    lean_generator = lean_batch_generator(
+    lean_generator = LeanBatchGenerator(
         normalized_rows.__contains__, model=model, completion_batch_size=8
     )
     assert isinstance(lean_generator._generation_batch, LeanGenerationBatch)
@@ -81,7 +82,7 @@ def test_tokens_match_mlx_lms_own_step(model: Any, normalized_rows: set[int]) ->
         if normalized_rows:
             assert all(given[1:]), row  # every row gets them while one needs them
         else:
-            assert not any(given[2:]), row  # the first tokens come from mlx-lm's own step
+            assert not any(given[1:]), row  # the first tokens come from mlx-lm's own step
 
 
 def test_rows_that_need_log_probabilities() -> None:
@@ -98,7 +99,7 @@ def decode_alone(
     generator.insert([prompt], max_tokens=[max_tokens], **insert)
     tokens: list[int] = []
     widths: list[int] = []
-    while True:
+    for _ in range(4 * max_tokens):
         responses = generator.next_generated()
         if not responses:  # the step after the first token only puts it in the KV cache
             continue
@@ -107,6 +108,7 @@ def decode_alone(
         if responses[-1].finish_reason is not None:
             generator.close()
             return tokens, widths, responses[-1]
+    raise AssertionError("the row did not finish")
 
 
 REPEATING = [5, 6, 7, 8, 9, 10, 11, 12] * 2
@@ -118,7 +120,7 @@ def test_a_lone_greedy_row_decodes_several_tokens_a_step_exactly(
     model: Any, prompt: list[int], max_tokens: int
 ) -> None:
     stock, _, stock_last = decode_alone(BatchGenerator(model), prompt, max_tokens)
-    lean_generator = lean_batch_generator(lambda uid: False, model=model)
+    lean_generator = LeanBatchGenerator(lambda uid: False, model=model)
     lean, widths, last = decode_alone(lean_generator, prompt, max_tokens)
     assert lean == stock
     if max_tokens > 3:  # this small model repeats itself, so its drafts are accepted
@@ -134,7 +136,7 @@ def test_a_stop_sequence_ending_inside_a_draft_ends_the_row_there(model: Any, le
     free, _, _ = decode_alone(BatchGenerator(model), [1, 2, 3, 4], 40)
     options = {"stop_tokens": [free[:length]]}  # the row's own first tokens
     stock, _, _ = decode_alone(BatchGenerator(model, **options), [1, 2, 3, 4], 40)
-    lean_generator = lean_batch_generator(lambda uid: False, model=model, **options)
+    lean_generator = LeanBatchGenerator(lambda uid: False, model=model, **options)
     lean, widths, last = decode_alone(lean_generator, [1, 2, 3, 4], 40)
     assert lean == stock == free[:length]
     assert last.finish_reason == "stop"
@@ -153,7 +155,7 @@ def test_a_stop_sequence_ending_inside_a_draft_ends_the_row_there(model: Any, le
 )
 def test_rows_that_are_not_greedy_decode_one_token_a_step(model: Any, row: dict[str, Any]) -> None:
     normalized = row.pop("normalized", False)
-    generator = lean_batch_generator(lambda uid: normalized, model=model)
+    generator = LeanBatchGenerator(lambda uid: normalized, model=model)
     _, widths, _ = decode_alone(generator, REPEATING, 30, **row)
     assert set(widths) == {1}
 
@@ -178,7 +180,7 @@ def test_rejected_drafts_cost_nothing_but_time(
     assert len(set(stock)) > 2
     monkeypatch.setattr(PromptLookup, "draft", wrong_at(position))
     drafts = DraftStats()
-    lean_generator = lean_batch_generator(lambda uid: False, drafts, model=model)
+    lean_generator = LeanBatchGenerator(lambda uid: False, drafts, model=model)
     lean, widths, last = decode_alone(lean_generator, REPEATING, 40)
     assert lean == stock
     assert last.prompt_cache[0].offset == len(last.all_tokens)
@@ -209,7 +211,7 @@ def test_a_row_joining_a_speculating_row_decodes_as_in_mlx_lm(varied_model: Any)
         generator.close()
         return out[first], out[second]
 
-    lean_generator = lean_batch_generator(lambda uid: False, model=model)
+    lean_generator = LeanBatchGenerator(lambda uid: False, model=model)
     assert decode_pair(lean_generator) == decode_pair(BatchGenerator(model))
 
 
@@ -228,7 +230,7 @@ def test_a_new_rows_first_token_goes_out_in_the_step_that_chooses_it(
     model: Any, prompt: list[int]
 ) -> None:
     stock_steps, stock = steps_to_first_token(BatchGenerator(model), prompt, max_tokens=[5])
-    lean_generator = lean_batch_generator(lambda uid: False, model=model)
+    lean_generator = LeanBatchGenerator(lambda uid: False, model=model)
     steps, first = steps_to_first_token(lean_generator, prompt, max_tokens=[5])
     assert (steps, first.token) == (stock_steps - 1, stock.token)
     assert first.finish_reason is None
@@ -238,7 +240,7 @@ def test_a_new_rows_first_token_goes_out_in_the_step_that_chooses_it(
 def test_a_row_its_first_token_ends_leaves_with_its_cache(model: Any, ends: str) -> None:
     _, free = steps_to_first_token(BatchGenerator(model), [1, 2, 3, 4], max_tokens=[5])
     options = {"stop_tokens": [[free.token]]} if ends == "stop" else {}
-    generator = lean_batch_generator(lambda uid: False, model=model, **options)
+    generator = LeanBatchGenerator(lambda uid: False, model=model, **options)
     _, first = steps_to_first_token(
         generator, [1, 2, 3, 4], max_tokens=[1 if ends == "length" else 5]
     )
@@ -249,18 +251,30 @@ def test_a_row_its_first_token_ends_leaves_with_its_cache(model: Any, ends: str)
     assert generator.next() == ([], [])
 
 
-def test_rows_with_cached_prompts_get_room_for_their_tokens(model: Any) -> None:
-    def cached(prompt: list[int]) -> list[Any]:
-        cache = make_prompt_cache(model)
-        model(mx.array([prompt]), cache=cache)
-        mx.eval([c.state for c in cache])
-        return cache
+def cached(model: Any, prompt: list[int]) -> list[Any]:
+    """A prompt cache holding ``prompt``."""
+    cache = make_prompt_cache(model)
+    model(mx.array([prompt]), cache=cache)
+    mx.eval([c.state for c in cache])
+    return cache
+
+
+@pytest.mark.parametrize(
+    ("rest", "size", "stock_size"),
+    [(1, 5 + 1 + 12, 5 + 256), (300, 5 + 300 + 12, 5 + 512)],
+    ids=["cached-but-the-last-token", "a-long-rest"],
+)
+def test_rows_with_cached_prompts_get_room_for_their_tokens(
+    model: Any, rest: int, size: int, stock_size: int
+) -> None:
+    prompts = [p[:-1] + [(7 * i + t) % 300 for t in range(rest)] for i, p in enumerate(PROMPTS)]
 
     def run(generator: BatchGenerator) -> tuple[dict[int, list[int]], set[int]]:
         """Each row's tokens, and the lengths its first layer's keys had at each step."""
         uids = generator.insert(
-            [p[-1:] for p in PROMPTS], max_tokens=[12] * len(PROMPTS),
-            caches=[cached(p[:-1]) for p in PROMPTS], all_tokens=[p[:-1] for p in PROMPTS],
+            [p[-rest:] for p in prompts], max_tokens=[12] * len(prompts),
+            caches=[cached(model, p[:-rest]) for p in prompts],
+            all_tokens=[p[:-rest] for p in prompts],
         )  # fmt: skip
         out: dict[int, list[int]] = {uid: [] for uid in uids}
         sizes = set()
@@ -272,9 +286,80 @@ def test_rows_with_cached_prompts_get_room_for_their_tokens(model: Any) -> None:
         return out, sizes
 
     stock, stock_sizes = run(BatchGenerator(model, completion_batch_size=8))
-    lean, sizes = run(lean_batch_generator(lambda uid: False, model=model, completion_batch_size=8))
+    lean, sizes = run(LeanBatchGenerator(lambda uid: False, model=model, completion_batch_size=8))
     assert lean == stock
-    # Made once, as long as the longest cached prompt (5) and what the rows add (1 + 12),
-    # where mlx-lm reallocates a block of 256 longer at the first step.
-    assert sizes == {5 + 13}
-    assert stock_sizes == {5 + 256}
+    # Made once, as long as the longest cached prompt (5), the rest of the prompt and the
+    # answer, where mlx-lm reallocates whole blocks longer as the rows fill them.
+    assert sizes == {size}
+    assert stock_sizes == {stock_size}
+
+
+def test_caches_of_other_layouts_keep_their_own_growth() -> None:
+    rotating = BatchRotatingKVCache(max_size=8, left_padding=[0])
+    rotating.keys = rotating.values = mx.zeros((1, 1, 2, 4))
+    rotating._idx = 2
+    reserve([rotating], 5, 5)
+    assert rotating.keys.shape[2] == 2
+
+
+def test_a_row_its_first_token_ends_leaves_the_others_as_in_mlx_lm(model: Any) -> None:
+    def run(generator: BatchGenerator) -> tuple[dict[int, list[int]], Any]:
+        """Each row's tokens, and the response that ended the one-token row."""
+        (first,) = generator.insert([[1, 2, 3, 4]], max_tokens=[10])
+        out: dict[int, list[int]] = {first: [r.token for r in generator.next_generated()]}
+        short, other = generator.insert([[5, 6, 7], [8, 9]], max_tokens=[1, 10])
+        out |= {short: [], other: []}
+        ended = None
+        for _ in range(40):
+            if len(out[first]) == len(out[other]) == 10:
+                break
+            for r in generator.next_generated():
+                out[r.uid].append(r.token)
+                if r.uid == short:
+                    ended = r
+        return out, ended
+
+    stock, stock_ended = run(BatchGenerator(model))
+    lean, ended = run(LeanBatchGenerator(lambda uid: False, model=model))
+    assert lean == stock
+    assert ended.finish_reason == stock_ended.finish_reason == "length"
+    # mlx-lm's cache also holds the first token; this one holds the prompt: each matches
+    # the tokens handed back with it.
+    assert ended.all_tokens == [5, 6, 7]
+    assert ended.prompt_cache[0].offset == 3
+
+
+def test_a_row_removed_after_its_first_token_hands_back_its_prompts_cache(model: Any) -> None:
+    generator = LeanBatchGenerator(lambda uid: False, model=model)
+    (uid,) = generator.insert([[1, 2, 3, 4]], max_tokens=[10])
+    while not generator.next_generated():
+        pass
+    cache, tokens = generator.remove([uid], return_prompt_caches=True)[uid]
+    assert list(tokens) == [1, 2, 3, 4]
+    assert cache[0].offset == 4
+    assert generator.next() == ([], [])
+
+
+def test_a_first_tokens_log_probabilities_are_mlx_lms(model: Any) -> None:
+    _, stock = steps_to_first_token(BatchGenerator(model), [1, 2, 3, 4], max_tokens=[5])
+    generator = LeanBatchGenerator(lambda uid: True, model=model)
+    _, first = steps_to_first_token(generator, [1, 2, 3, 4], max_tokens=[5])
+    assert first.token == stock.token
+    assert mx.allclose(first.logprobs, stock.logprobs).item()
+
+
+def test_on_a_gpu_first_tokens_keep_mlx_lms_order(model: Any) -> None:
+    stock_steps, stock = steps_to_first_token(BatchGenerator(model), [1, 2, 3], max_tokens=[5])
+
+    def gpu_ordered() -> BatchGenerator:
+        generator = LeanBatchGenerator(lambda uid: False, model=model)
+        cast(Any, generator._generation_batch).first_tokens_at_once = False  # as on a GPU
+        return generator
+
+    steps, first = steps_to_first_token(gpu_ordered(), [1, 2, 3], max_tokens=[5])
+    assert (steps, first.token) == (stock_steps, stock.token)
+    # A prompt this model continues with its last token, so a draft is ready from the start.
+    prompt = [23] * 6 + [3] * 6
+    tokens, widths, _ = decode_alone(gpu_ordered(), prompt, 20)
+    assert tokens == decode_alone(BatchGenerator(model), prompt, 20)[0]
+    assert widths[0] == 1 and max(widths) > 1  # the lone row speculates after its first token

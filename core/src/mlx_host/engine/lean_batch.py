@@ -52,6 +52,8 @@ class LeanGenerationBatch(GenerationBatch):
 
     normalized: Callable[[int], bool]
     drafts: DraftStats
+    #: Hand new rows' first tokens out as they join (``first_tokens``).
+    first_tokens_at_once = False
     _row: _Speculation | None = None  # the lone row's n-grams and misses
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -64,12 +66,13 @@ class LeanGenerationBatch(GenerationBatch):
         prefill has just chosen, for ``first_tokens``."""
         new: Any = batch
         super().extend(batch)
-        self._joined.append((list(new.uids), new._next_tokens, list(new._next_logprobs)))
+        if self.first_tokens_at_once:
+            self._joined.append((list(new.uids), new._next_tokens, list(new._next_logprobs)))
 
     def first_tokens(self) -> list[GenerationBatch.Response]:
         """The first tokens of the rows that joined since the last call, now rather than with
-        the batch's next step. mlx-lm hands a row's first token out after the step that puts
-        it in the KV cache; on the CPU that step's evaluation runs before it returns, so
+        the batch's next step. mlx-lm hands a row's first token out after it has launched the
+        step that puts it in the KV cache; on the CPU, launching a step runs most of it, so
         every new row's first token waited a whole step of the batch (docs/engine.md). A row
         that its first token finishes leaves the batch with its cache."""
         b: Any = self
@@ -77,9 +80,7 @@ class LeanGenerationBatch(GenerationBatch):
         for uids, tokens, logprobs in self._joined:
             chosen = cast(list[int], tokens.tolist())
             for uid, token, logprob in zip(uids, chosen, logprobs, strict=True):
-                if uid not in b.uids:
-                    continue
-                i = b.uids.index(uid)
+                i = b.uids.index(uid)  # extend and this call run in one step: all are there
                 finish = self._count(i, token)
                 cache, context = None, None
                 if finish is not None:
@@ -108,8 +109,16 @@ class LeanGenerationBatch(GenerationBatch):
         (``first_tokens``), whose first step only puts that token in the KV cache."""
         b: Any = self
         sent, self._sent = self._sent, set()
-        if len(b.uids) == 1 and not sent and self._speculable():
+        # A row's first token goes out alone: checking a draft first would add a wider pass
+        # to the time to first token.
+        lone = len(b.uids) == 1 and b._num_tokens[0] > 0 and b.uids[0] not in sent
+        if lone and self._speculable():
             return self._speculative_next()
+        return self._plain_next(sent)
+
+    def _plain_next(self, sent: set[int]) -> list[GenerationBatch.Response]:
+        """mlx-lm's step (``GenerationBatch.next``), giving the rows in ``sent`` no response."""
+        b: Any = self
         if not b.uids:
             return []
         tokens, logprobs = self._step()
@@ -150,14 +159,14 @@ class LeanGenerationBatch(GenerationBatch):
         row = self._row
         if row.pause:
             row.pause -= 1
-            return super().next()
+            return self._plain_next(set())
         lookup = row.lookup
         lookup.extend(tokens[len(lookup) :])
         token = int(b._next_tokens.item())  # this step's token, not yet in the KV cache
         lookup.extend([token])
         draft = lookup.draft(min(DRAFT_TOKENS, b.max_tokens[0] - b._num_tokens[0] - 1))
         if not draft:
-            return super().next()  # the pipelined one-token step (its token is in the lookup)
+            return self._plain_next(set())  # the one-token step (its token is in the lookup)
         inputs = mx.array([[token, *draft]], dtype=b._next_tokens.dtype)
         logits = b.model(inputs, cache=b.prompt_cache)
         predicted = cast(list[int], mx.argmax(logits[0], axis=-1).tolist())
@@ -267,9 +276,22 @@ def needs_logprobs(temperature: float, top_p: float, logprobs: int | None) -> bo
 
 
 class LeanBatchGenerator(BatchGenerator):
-    """mlx-lm's ``BatchGenerator``, whose new rows' first tokens go out as soon as they are
-    chosen (``LeanGenerationBatch.first_tokens``), and whose newly merged KV caches have room
-    for the tokens their rows will add (``reserve``)."""
+    """mlx-lm's ``BatchGenerator`` (``options`` as it takes them) whose decoding steps skip
+    log-probabilities while no row of the batch is ``normalized`` (a predicate on uids), and
+    speculate while the batch is one greedy row, counting in ``drafts``. On the CPU, new
+    rows' first tokens go out in the step that chooses them (``LeanGenerationBatch.
+    first_tokens``); on a GPU, mlx-lm's own order already hides the wait. Newly merged KV
+    caches get room for the tokens their rows will add (``reserve``)."""
+
+    def __init__(
+        self, normalized: Callable[[int], bool], drafts: DraftStats | None = None, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        lean = LeanGenerationBatch.empty(self.model, self.sampler)
+        lean.normalized = normalized
+        lean.drafts = drafts or DraftStats()
+        lean.first_tokens_at_once = self.stream.device == mx.cpu
+        self._generation_batch = lean  # every decoding step runs on it (extend merges in)
 
     def _next(self) -> tuple[list[Any], list[GenerationBatch.Response]]:
         prompt_responses, responses = super()._next()
@@ -281,38 +303,25 @@ class LeanBatchGenerator(BatchGenerator):
         b: Any = batch
         # Each new row's entry: [segments, tokens processed, tokens to process].
         prompt = max(entry[2] for entry in self._currently_processing[-n:])
-        reserve(b.prompt_cache, prompt + max(b.max_tokens))
+        reserve(b.prompt_cache, prompt, max(b.max_tokens))
         return batch
 
 
-def reserve(cache: list[Any], positions: int) -> None:
-    """Make room in a batch's merged KV caches for ``positions`` more tokens per row, up to
-    one block of ``BatchKVCache.step``. mlx-lm merges cached prompts into caches of exactly
-    their length, so the next token reallocates every layer's keys and values a block longer
-    and copies them; on the CPU that made the first step of 32 rows with cached prompts cost
-    325 ms against 112 (docs/engine.md). Sized to what the rows can add, the caches are
-    also smaller than a block when the requests are short."""
+def reserve(cache: list[Any], prompt: int, answer: int) -> None:
+    """Make room in a batch's merged KV caches for ``prompt`` more prompt tokens per row and
+    ``answer`` tokens after them, of which at most one block of ``BatchKVCache.step``. mlx-lm
+    merges cached prompts into caches of exactly their length, so the next tokens reallocate
+    every layer's keys and values a block longer (or as many as the prompt's next chunk
+    needs) and copy them; on the CPU that made the first step of 32 rows with cached prompts
+    cost 325 ms against 112 (docs/engine.md). Sized to what the rows can add, the caches are
+    also smaller than a block when the requests are short. (A batch joining a longer one
+    takes the longer one's length, so there the room is cut back, unused.)"""
     for c in cache:
         if type(c) is not BatchKVCache or c.keys is None:
             continue  # other layouts grow their own way; an empty cache allocates on use
-        room = min(positions, c.step)
+        room = prompt + min(answer, c.step)
         if c.keys.shape[2] - c._idx >= room:
             continue
         keys, values = c.keys[..., : c._idx, :], c.values[..., : c._idx, :]
         c.keys = mx.pad(keys, [(0, 0), (0, 0), (0, room), (0, 0)])
         c.values = mx.pad(values, [(0, 0), (0, 0), (0, room), (0, 0)])
-
-
-def lean_batch_generator(
-    normalized: Callable[[int], bool], drafts: DraftStats | None = None, **options: Any
-) -> BatchGenerator:
-    """mlx-lm's ``BatchGenerator`` (``options`` as it takes them) whose decoding steps skip
-    log-probabilities while no row of the batch is ``normalized``, and speculate while the
-    batch is one greedy row, counting in ``drafts``. (Newly prefilled rows join it after their
-    first token, which mlx-lm's own step chooses.)"""
-    generator = LeanBatchGenerator(**options)
-    lean = LeanGenerationBatch.empty(generator.model, generator.sampler)
-    lean.normalized = normalized
-    lean.drafts = drafts or DraftStats()
-    generator._generation_batch = lean  # every decoding step runs on it (extend merges in)
-    return generator

@@ -43,7 +43,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_host.engine import memory
 from mlx_host.engine.grammar import Constraint
-from mlx_host.engine.lean_batch import DraftStats, lean_batch_generator, needs_logprobs
+from mlx_host.engine.lean_batch import DraftStats, LeanBatchGenerator, needs_logprobs
 from mlx_host.engine.sampling import make_logits_processors, make_request_sampler
 from mlx_host.errors import (
     GenerationError,
@@ -212,6 +212,7 @@ class BatchScheduler:
         self._thread = MLXThread(self._run, name=f"mlx-{name}")
         self._accepting = True
         self._steps = 0
+        self._arrivals = 0  # requests taken from the inbox, ever
         self._jobs: dict[int, _Job] = {}  # in the generator, by uid
         self._waiting: deque[_Job] = deque()  # received, not yet admitted
         self._freed_for: _Job | None = None  # the waiting request memory was last freed for
@@ -384,7 +385,7 @@ class BatchScheduler:
         return max(1, math.ceil(sum(c.nbytes for c in cache) / KVCache.step))
 
     def _new_generator(self) -> BatchGenerator:
-        return lean_batch_generator(
+        return LeanBatchGenerator(
             self._needs_logprobs,
             self.drafts,
             model=self._model,
@@ -429,16 +430,20 @@ class BatchScheduler:
                 self._cancel(item.job)
             else:
                 self._waiting.append(item)
+                self._arrivals += 1
 
     def _take_arrivals(self) -> bool:
         """Take the requests arriving right behind the one that woke the worker (see
         ``ARRIVAL_GAP_SECONDS``); False when the worker must stop."""
         deadline = time.monotonic() + ARRIVAL_WINDOW_SECONDS
-        while (left := deadline - time.monotonic()) > 0:
-            waiting = len(self._waiting)
+        while len(self._waiting) < self.max_batch_size:  # more could not start together
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            arrivals = self._arrivals
             if not self._take_inbox(min(ARRIVAL_GAP_SECONDS, left)):
                 return False
-            if len(self._waiting) == waiting:
+            if self._arrivals == arrivals:
                 return True
         return True
 
