@@ -12,6 +12,10 @@ A batch of one greedy row decodes speculatively: tokens looked up in its own seq
 (``prompt_lookup.py``) are checked in one wider forward pass, and every one the model agrees
 with is emitted at once. The tokens are those greedy decoding chooses one at a time, up to the
 rounding of a wider matrix product (as in prefill).
+
+New rows join the batch without waiting: on the CPU their first tokens go out in the step that
+chooses them, and a merged cache of cached prompts is made with room for the tokens its rows
+will add, instead of being reallocated at the next token.
 """
 
 from __future__ import annotations
