@@ -51,29 +51,43 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per row")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--workload", choices=WORKLOADS, default="write", help="the prompts")
+    parser.add_argument(
+        "--row-padding",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="mlx-host's model pads matrix products as planned at load, on the CPU",
+    )
     args = parser.parse_args()
     prompt = WORKLOADS[args.workload]
 
+    import mlx.core as mx
     from mlx_lm import load
     from mlx_lm.generate import BatchGenerator
 
     from mlx_host.engine.device import preferred_weight_format
     from mlx_host.engine.lean_batch import LeanBatchGenerator
+    from mlx_host.engine.row_padding import plan_row_padding
     from mlx_host.models.sources import prepare
     from mlx_host.models.spec import EMBEDDED_SOURCE
     from mlx_host.settings import get_settings
 
     fmt = preferred_weight_format("auto")
-    model, tokenizer = load(str(prepare(EMBEDDED_SOURCE, get_settings().cache_dir, fmt)))[:2]
+    path = str(prepare(EMBEDDED_SOURCE, get_settings().cache_dir, fmt))
+    model, tokenizer = load(path)[:2]
+    ours = load(path)[0]  # the scheduler's own copy, as it loads one
+    levels = [int(x) for x in args.levels.split(",")]
+    padded = {}
+    if args.row_padding and mx.default_device() == mx.cpu:
+        padded = plan_row_padding(ours, max(levels))
     # No stop tokens: every row decodes exactly --tokens, in both.
     kinds: dict[str, Callable[[int], Any]] = {
         "mlx-lm step": lambda n: BatchGenerator(model, completion_batch_size=n),
         "mlx-host lean step": lambda n: LeanBatchGenerator(
-            lambda uid: False, model=model, completion_batch_size=n
+            lambda uid: False, model=ours, completion_batch_size=n
         ),
     }
     rows = []
-    for level in (int(x) for x in args.levels.split(",")):
+    for level in levels:
         prompts = [
             tokenizer.apply_chat_template(prompt(i), add_generation_prompt=True)
             for i in range(level)
@@ -89,7 +103,8 @@ def main() -> None:
 
     print(f"\n**{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"SmolLM2-135M-Instruct ({fmt}); BLAS: {BLAS}; {args.tokens} tokens per row, "
-          f"greedy; {args.workload} workload; median of {args.rounds} rounds**\n")  # fmt: skip
+          f"greedy; {args.workload} workload; median of {args.rounds} rounds; "
+          f"rows padded: {padded or 'none'}**\n")  # fmt: skip
     print("| rows | mlx-lm step tokens/s | mlx-host lean step tokens/s | lean / mlx-lm |")
     print("|---|---|---|---|")
     for level, stock, lean in rows:

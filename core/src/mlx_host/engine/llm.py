@@ -125,13 +125,14 @@ class LLMEngine(Engine):
         await asyncio.to_thread(self.scheduler.close, wait_seconds)
 
     def describe(self) -> dict[str, Any]:
-        """The batch's requests and caches."""
+        """The batch's requests and caches, and the row counts its products are padded to."""
         s = self.scheduler
         return {
             "weight_bytes": s.weight_bytes,
             "kv_cache_bytes": s.kv_bytes,
             "kv_claimed_bytes": s.kv_claimed_bytes,
             "kv_bytes_per_token": s.kv_bytes_per_token,
+            "padded_rows": {str(n): p for n, p in s.row_padding.items()},
             "prompt_cache_bytes": s.prompt_cache_bytes,
             "running_requests": s.running_requests,
             "queued_requests": max(0, s.active_requests - s.running_requests),

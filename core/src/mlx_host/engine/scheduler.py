@@ -44,6 +44,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_host.engine import memory
 from mlx_host.engine.grammar import Constraint
 from mlx_host.engine.lean_batch import DraftStats, LeanBatchGenerator, needs_logprobs
+from mlx_host.engine.row_padding import plan_row_padding
 from mlx_host.engine.sampling import make_logits_processors, make_request_sampler
 from mlx_host.errors import (
     GenerationError,
@@ -204,6 +205,7 @@ class BatchScheduler:
         self.kv_bytes = 0  # KV caches of the running batch, measured every few steps
         self.prompt_cache_bytes = 0  # KV state kept for reuse across turns
         self.kv_bytes_per_token = 0
+        self.row_padding: dict[int, int] = {}  # rows → padded rows, planned at load on the CPU
         self._claim = claim
         # KV state of finished requests, reused when a new prompt shares a prefix with one.
         self._prompt_cache = LRUPromptCache(max_size=64, max_bytes=prompt_cache_bytes)
@@ -367,6 +369,9 @@ class BatchScheduler:
     def _load(self) -> None:
         model, tokenizer = load(str(self.model_path))[:2]
         self.weight_bytes = memory.parameter_bytes(model)
+        if mx.default_device() == mx.cpu:
+            self.row_padding = plan_row_padding(model, self.max_batch_size)
+            logger.info("%s pads its products' rows: %s", self.name, self.row_padding or "none")
         self._model, self._tokenizer = model, tokenizer
         self.kv_bytes_per_token = self._measure_kv_per_token()
         self._generator = self._new_generator()
