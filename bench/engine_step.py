@@ -55,7 +55,8 @@ def main() -> None:
         "--row-padding",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="mlx-host's model pads matrix products as planned at load, on the CPU",
+        help="mlx-host's model pads matrix products as the scheduler plans at load on the CPU,"
+        " with the largest level as max_batch_size (as compare.py sets it)",
     )
     args = parser.parse_args()
     prompt = WORKLOADS[args.workload]

@@ -14,6 +14,7 @@ import pytest
 from conftest import held_after_first_token, plugin_manager
 
 from mlx_host import ServicePolicy, ServiceSpec
+from mlx_host.engine import row_padding
 from mlx_host.engine.scheduler import kv_bound
 from mlx_host.models.spec import EMBEDDED_SOURCE
 from mlx_host.testing import RunningServer, run_server
@@ -117,6 +118,21 @@ def test_hot_models_stay_and_the_third_evicts_the_least_recent(
         assert chat(server, "gamma", "tiny-c").status_code == 200  # tiny-a used least recently
         assert loaded(server) == {"tiny-b", "tiny-c"}
         assert usage(server)["committed_bytes"] <= usage(server)["budget_bytes"]
+
+
+def test_the_report_shows_how_a_model_pads_its_products(
+    start: Start, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan made at load (here from stand-in times where 4 rows are fastest) is the
+    model's, and the model answers with it (one row is padded to 4 at each step)."""
+    monkeypatch.setattr(
+        row_padding, "time_rows", lambda weights, rows: {n: 10.0 if n < 4 else 5.0 for n in rows}
+    )
+    with start(two_of_three(tiny_models)) as server:
+        answer = chat(server, "gamma", max_tokens=4)
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
+        (model,) = usage(server)["models"]
+        assert model["padded_rows"] == {"1": 4, "2": 4, "3": 4}
 
 
 def test_lower_priority_goes_first_even_if_used_recently(

@@ -5,9 +5,10 @@ the BLAS takes is far from monotone in that row count: with Debian's OpenBLAS on
 machine (Haswell kernels), the model's linear layers take 45 ms for 8 rows and 36 ms for 16,
 and 67 ms for 12 (docs/engine.md). Other kernels (OpenBLAS's AVX-512 ones, MKL, Accelerate)
 have other shapes, so nothing here is a fixed rule: when a model loads on the CPU,
-``plan_row_padding`` times its own weights at a few row counts, and every row count that a
-larger one beats is padded to it (with zero rows, dropped again after the product). Each row
-is still the product of its own input, up to the BLAS's rounding.
+``plan_row_padding`` times its own float32 weights at a few row counts, and every row count
+that a larger one beats by more than 10% is padded to it (with zero rows, dropped again after
+the product). Each row is still the product of its own input, up to the BLAS's rounding.
+Other weight types do not go through the BLAS and are left alone.
 """
 
 from __future__ import annotations
@@ -18,29 +19,35 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_unflatten
+
+from mlx_host.engine import memory
 
 #: The row counts timed: small batches one by one, then steps of a quarter, up to twice the
 #: batch's limit (a full batch may gain from more rows). Row counts in between are padded to
 #: one of them or left alone (``padding_plan``).
 CANDIDATE_ROWS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-#: A larger row count is used only if it takes at most this share of the time, so that timing
-#: noise does not pad rows for nothing.
+#: A larger row count is used only if it takes less than this share of the time, so that
+#: timing noise does not pad rows for nothing.
 MAX_TIME_SHARE = 0.9
 #: Weights timed per row count: enough to leave the caches, as decoding does, and few enough
-#: that a large model's plan still takes seconds.
-SAMPLE_BYTES = 512 * 1024**2
-#: Timed runs per row count (the fastest counts), after one warm-up.
-REPEATS = 2
+#: that timing takes about a second. A model whose weights are each over half of this is not
+#: planned (timing it would take too long at load) and keeps the BLAS's own row counts.
+SAMPLE_BYTES = 128 * 1024**2
+#: Timed rounds over all the row counts (the fastest round counts), after one warm-up round.
+REPEATS = 4
 
 
 def padding_plan(costs: Mapping[int, float], share: float = MAX_TIME_SHARE) -> dict[int, int]:
-    """Rows to pad each row count to, from the time of a product at some row counts.
+    """Rows to pad each row count to, from the time of a product at some row counts (which
+    must include 1 row).
 
-    A measured row count ``n`` is padded to the fastest measured ``p > n`` when ``p`` takes less
-    than ``share`` of ``n``'s time. A row count between two measured ones is compared with the
-    one below it (the larger one's time is no bound: it may be the slow one). Row counts left
-    as they are, and any above the largest measured, are absent."""
+    A measured row count ``n`` is padded to the fastest measured ``p > n`` (the smaller one of
+    a tie) when ``p`` takes less than ``share`` of ``n``'s time. A row count between two
+    measured ones is compared with the one below it (the larger one's time is no bound: it
+    may be the slow one). Row counts left as they are, and any above the largest measured,
+    are absent."""
+    if 1 not in costs:
+        return {}
     measured = sorted(costs)
     plan: dict[int, int] = {}
     for n in range(1, measured[-1] + 1):
@@ -51,66 +58,85 @@ def padding_plan(costs: Mapping[int, float], share: float = MAX_TIME_SHARE) -> d
     return plan
 
 
-def _sample(weights: Iterable[mx.array]) -> list[mx.array]:
-    sample: list[mx.array] = []
+def sample(weights: list[mx.array], budget: int = SAMPLE_BYTES) -> list[mx.array]:
+    """The first ``budget`` bytes of ``weights``, leaving out any weight over half of it (an
+    output layer), so that the sample is made of whole layers' weights as a step runs them."""
+    chosen: list[mx.array] = []
     total = 0
     for w in weights:
-        if sample and total + w.nbytes > SAMPLE_BYTES:
+        if w.nbytes > budget // 2:
+            continue
+        if total + w.nbytes > budget:
             break
-        sample.append(w)
+        chosen.append(w)
         total += w.nbytes
-    return sample
+    return chosen
 
 
 def time_rows(weights: list[mx.array], rows: Iterable[int]) -> dict[int, float]:
-    """Seconds for ``x @ w.T`` over every weight, the fastest of ``REPEATS`` runs, by rows."""
-    costs: dict[int, float] = {}
-    for n in rows:
-        inputs = {w.shape[1]: mx.ones((n, w.shape[1]), w.dtype) for w in weights}
-        mx.eval(list(inputs.values()))
-        runs = []
-        for _ in range(REPEATS + 1):
+    """Seconds for ``x @ w.T`` over every weight, by rows: the fastest of ``REPEATS`` rounds,
+    each over every row count in turn, so that a slow moment is shared out."""
+    rows = list(rows)
+    widths = {w.shape[1] for w in weights}
+    inputs = {(n, k): mx.ones((n, k), mx.float32) for n in rows for k in widths}
+    mx.eval(list(inputs.values()))
+    runs: dict[int, list[float]] = {n: [] for n in rows}
+    for _ in range(REPEATS + 1):
+        for n in rows:
             t0 = time.perf_counter()
-            mx.eval([inputs[w.shape[1]] @ w.T for w in weights])
-            runs.append(time.perf_counter() - t0)
-        costs[n] = min(runs[1:])
-    return costs
+            mx.eval([inputs[n, w.shape[1]] @ w.T for w in weights])
+            runs[n].append(time.perf_counter() - t0)
+    memory.release_unused()
+    return {n: min(times[1:]) for n, times in runs.items()}
 
 
-@dataclass(frozen=True)
+@dataclass
 class RowPlan:
     """Row count → the row count its products are padded to (absent: left as it is)."""
 
     padded: Mapping[int, int]
 
-    def product(self, x: mx.array, weight: mx.array) -> mx.array:
-        """``x @ weight.T``, its rows padded as planned."""
+    def padded_rows(self, x: mx.array) -> int | None:
+        """The rows ``x``'s product is padded to, or None."""
+        return self.padded.get(x.size // x.shape[-1]) if x.ndim else None
+
+    def pad(self, x: mx.array, to: int) -> mx.array:
+        """``x`` as a matrix of ``to`` rows, the extra ones zero."""
         rows = x.reshape(-1, x.shape[-1])
-        n = rows.shape[0]
-        to = self.padded.get(n)
-        if to is None:
-            return x @ weight.T
-        rows = mx.pad(rows, [(0, to - n), (0, 0)])
-        return (rows @ weight.T)[:n].reshape(*x.shape[:-1], weight.shape[0])
+        return mx.pad(rows, [(0, to - rows.shape[0]), (0, 0)])
+
+    def unpad(self, y: mx.array, x: mx.array) -> mx.array:
+        """The rows of product ``y`` that belong to ``x``, in ``x``'s shape."""
+        return y[: x.size // x.shape[-1]].reshape(*x.shape[:-1], y.shape[-1])
 
 
 class PaddedLinear(nn.Linear):
     """An ``nn.Linear`` whose product pads its rows as planned."""
 
-    rows: RowPlan
+    plan: RowPlan
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = self.rows.product(x, self["weight"])
-        return y + self["bias"] if "bias" in self else y
+        """The layer's output; for a planned row count, from a padded product."""
+        to = self.plan.padded_rows(x)
+        if to is None:
+            return super().__call__(x)
+        rows = self.plan.pad(x, to)
+        if "bias" in self:
+            return self.plan.unpad(mx.addmm(self["bias"], rows, self["weight"].T), x)
+        return self.plan.unpad(rows @ self["weight"].T, x)
 
 
 class PaddedEmbedding(nn.Embedding):
     """An ``nn.Embedding`` whose use as a tied output layer pads its rows as planned."""
 
-    rows: RowPlan
+    plan: RowPlan
 
     def as_linear(self, x: mx.array) -> mx.array:
-        return self.rows.product(x, self.weight)
+        """The tied output layer's logits; for a planned row count, from a padded product."""
+        to = self.plan.padded_rows(x)
+        if to is None:
+            return super().as_linear(x)
+        return self.plan.unpad(self.plan.pad(x, to) @ self.weight.T, x)
 
 
 _PADDED: dict[type, type[PaddedLinear] | type[PaddedEmbedding]] = {
@@ -119,37 +145,30 @@ _PADDED: dict[type, type[PaddedLinear] | type[PaddedEmbedding]] = {
 }
 
 
-def _padded(module: nn.Module, rows: RowPlan) -> nn.Module:
-    """The same parameters in the padded class (``__init__`` would draw new random ones)."""
-    kind = _PADDED[type(module)]
-    padded = kind.__new__(kind)
-    nn.Module.__init__(padded)
-    for key, value in module.items():
-        padded[key] = value
-    padded.rows = rows
-    return padded
-
-
 def plan_row_padding(model: nn.Module, max_rows: int) -> dict[int, int]:
-    """Time ``model``'s own float weights at the candidate row counts for products of up to
-    ``max_rows`` rows, and swap its linear layers (and embeddings, whose output product a
-    tied model uses) for padded ones.
+    """Time ``model``'s own float32 weights at the candidate row counts for products of up to
+    ``max_rows`` rows, and make its linear layers (and embeddings, whose output product a
+    tied model uses) pad as planned.
 
     Call once, right after the model loads on the CPU and before it runs. Returns the plan
-    (row count → padded row count); empty when no row count gains, and then nothing is
-    swapped."""
+    (row count → padded row count); empty when no row count gains, and then no layer
+    changes."""
     # Exact types: a quantized or otherwise specialized layer has its own product.
     layers = [
-        (path, m)
-        for path, m in model.named_modules()
-        if type(m) in _PADDED and mx.issubdtype(m.weight.dtype, mx.floating)
+        m for _, m in model.named_modules() if type(m) in _PADDED and m.weight.dtype == mx.float32
     ]
-    if not layers:
-        return {}
+    weights = sample([m.weight for m in layers])
     candidates = [n for n in CANDIDATE_ROWS if n <= 2 * max_rows]
-    costs = time_rows(_sample(m.weight for _, m in layers), candidates)
+    if not weights or max_rows < 1:
+        return {}
+    costs = time_rows(weights, candidates)
     plan = {n: p for n, p in padding_plan(costs).items() if n <= max_rows}
     if plan:
         rows = RowPlan(plan)
-        model.update_modules(tree_unflatten([(path, _padded(m, rows)) for path, m in layers]))
+        for m in layers:
+            # The same module, parameters and state (eval mode, frozen parameters), with the
+            # padded product: a new module would need its parameters copied and every path
+            # that holds it updated.
+            m.__class__ = _PADDED[type(m)]
+            m.plan = rows
     return plan

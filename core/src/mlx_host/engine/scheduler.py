@@ -370,7 +370,10 @@ class BatchScheduler:
         model, tokenizer = load(str(self.model_path))[:2]
         self.weight_bytes = memory.parameter_bytes(model)
         if mx.default_device() == mx.cpu:
-            self.row_padding = plan_row_padding(model, self.max_batch_size)
+            try:
+                self.row_padding = plan_row_padding(model, self.max_batch_size)
+            except Exception:  # a speed-up that fails leaves the model as it loaded
+                logger.exception("%s: planning the products' rows failed", self.name)
             logger.info("%s pads its products' rows: %s", self.name, self.row_padding or "none")
         self._model, self._tokenizer = model, tokenizer
         self.kv_bytes_per_token = self._measure_kv_per_token()
