@@ -10,7 +10,6 @@ from typing import Any, cast
 import mlx.core as mx
 import pytest
 from mlx_lm.generate import BatchGenerator
-from mlx_lm.models import llama
 from mlx_lm.models.cache import BatchRotatingKVCache, make_prompt_cache
 
 from mlx_host.engine.lean_batch import (
@@ -21,27 +20,15 @@ from mlx_host.engine.lean_batch import (
     reserve,
 )
 from mlx_host.engine.prompt_lookup import PromptLookup
+from mlx_host.engine.random_model import random_llama
 from mlx_host.engine.sampling import make_request_sampler
 
 PROMPTS = [[1, 2, 3, 4], [5, 6], [7, 8, 9], [10] * 6]
 
 
-def random_llama(seed: int, tied: bool) -> Any:
-    """A small random llama (vocabulary of 300), the same on every run."""
-    mx.random.seed(seed)
-    args = llama.ModelArgs(
-        model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
-        tie_word_embeddings=tied,
-    )  # fmt: skip
-    net = llama.Model(args)
-    mx.eval(net.parameters())
-    return net
-
-
 @pytest.fixture(scope="module")
 def model() -> Any:
-    return random_llama(3, tied=True)
+    return random_llama(3, tied=True)  # a vocabulary of 300
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
-from mlx_lm.models import llama
 
 from mlx_host.engine import memory, row_padding
+from mlx_host.engine.random_model import random_llama
 from mlx_host.engine.row_padding import (
     PaddedEmbedding,
     PaddedLinear,
@@ -109,15 +109,9 @@ def test_padded_output_layer_is_the_plain_one(pads: list[tuple[int, int]]) -> No
     assert mx.array_equal(table(tokens), plain(tokens))  # a lookup is a lookup
 
 
-def random_llama(tied: bool, quantized: bool = False) -> Any:
+def small_llama(tied: bool, quantized: bool = False) -> Any:
     """A small random llama; ``quantized``: all but its MLPs' down projections."""
-    mx.random.seed(7)
-    args = llama.ModelArgs(
-        model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=300,
-        tie_word_embeddings=tied,
-    )  # fmt: skip
-    net = llama.Model(args)
+    net = random_llama(7, tied=tied)
     if quantized:
         nn.quantize(
             net,
@@ -125,8 +119,7 @@ def random_llama(tied: bool, quantized: bool = False) -> Any:
             bits=8,
             class_predicate=lambda p, m: hasattr(m, "to_quantized") and not p.endswith("down_proj"),
         )
-    mx.eval(net.parameters())
-    return net.eval()  # as mlx-lm loads a model
+    return net
 
 
 def logits(net: Any, batch: int, positions: int) -> mx.array:
@@ -152,7 +145,7 @@ def test_a_planned_model_computes_what_it_did(
 ) -> None:
     costs = {1: 10, 2: 11, 3: 12, 4: 5, 6: 11, 8: 9, 12: 9, 16: 9, 24: 1}
     monkeypatch.setattr(row_padding, "time_rows", timed(costs))
-    net, before = random_llama(tied), random_llama(tied)
+    net, before = small_llama(tied), small_llama(tied)
     arrays = dict(tree_flatten(net.parameters()))
     assert plan_row_padding(net, max_rows=3) == {1: 4, 2: 4, 3: 4}
 
@@ -179,14 +172,14 @@ def test_a_planned_model_computes_what_it_did(
 
 def test_nothing_is_swapped_without_a_gain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(row_padding, "time_rows", timed({1: 1, 2: 2, 3: 3, 4: 4}))
-    net = random_llama(tied=False)
+    net = small_llama(tied=False)
     assert plan_row_padding(net, max_rows=2) == {}
     assert type(net.lm_head) is nn.Linear
 
 
 def test_quantized_layers_keep_their_own_product(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(row_padding, "time_rows", timed({1: 10, 2: 10, 3: 10, 4: 5, 6: 6}))
-    net = random_llama(tied=False, quantized=True)
+    net = small_llama(tied=False, quantized=True)
     assert plan_row_padding(net, max_rows=3) == {1: 4, 2: 4, 3: 4}
     assert type(net.lm_head) is nn.QuantizedLinear
     assert type(net.model.layers[0].self_attn.q_proj) is nn.QuantizedLinear
@@ -195,7 +188,7 @@ def test_quantized_layers_keep_their_own_product(monkeypatch: pytest.MonkeyPatch
 
 def test_only_float32_weights_are_timed_and_padded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(row_padding, "time_rows", timed({1: 10, 2: 10, 3: 10, 4: 5}))
-    net = random_llama(tied=True)
+    net = small_llama(tied=True)
     net.set_dtype(mx.float16)
     assert plan_row_padding(net, max_rows=3) == {}  # the BLAS does not run float16 here
     assert type(net.model.embed_tokens) is nn.Embedding
@@ -205,7 +198,7 @@ def test_a_full_batch_may_be_padded_beyond_the_limit(monkeypatch: pytest.MonkeyP
     asked: list[int] = []
     monkeypatch.setattr(row_padding, "time_rows", timed(HASWELL | {3: 40, 6: 44}, asked))
     # 8 rows at most: up to 16 are timed, and the plan stops at 8.
-    assert plan_row_padding(random_llama(tied=True), max_rows=8) == {n: 16 for n in range(4, 9)}
+    assert plan_row_padding(small_llama(tied=True), max_rows=8) == {n: 16 for n in range(4, 9)}
     assert asked == [1, 2, 3, 4, 6, 8, 12, 16]
 
 

@@ -14,6 +14,38 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import llama
 
 
+def _config(hidden_size: int, layers: int, vocab_size: int, tied: bool) -> dict:
+    return {
+        "model_type": "llama",
+        "hidden_size": hidden_size,
+        "num_hidden_layers": layers,
+        "intermediate_size": hidden_size * 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": tied,
+        "max_position_embeddings": 2048,
+    }
+
+
+def random_llama(
+    seed: int = 0,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    vocab_size: int = 300,
+    tied: bool = True,
+) -> llama.Model:
+    """A llama in memory, the same for the same arguments, ready to run as a loaded one is
+    (evaluated, in eval mode)."""
+    mx.random.seed(seed)
+    model = llama.Model(llama.ModelArgs.from_dict(_config(hidden_size, layers, vocab_size, tied)))
+    mx.eval(model.parameters())
+    model.eval()
+    return model
+
+
 def write_random_llama(
     dst: Path,
     tokenizer_dir: Path,
@@ -30,22 +62,9 @@ def write_random_llama(
     """
     tokenizer = json.loads((tokenizer_dir / "tokenizer.json").read_text())
     vocab = len(tokenizer["model"]["vocab"])
-    config = {
-        "model_type": "llama",
-        "hidden_size": hidden_size,
-        "num_hidden_layers": layers,
-        "intermediate_size": hidden_size * 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "rms_norm_eps": 1e-5,
-        "vocab_size": vocab,
-        "tie_word_embeddings": True,
-        "max_position_embeddings": 2048,
-    }
-    mx.random.seed(seed)
-    model = llama.Model(llama.ModelArgs.from_dict(config))
+    config = _config(hidden_size, layers, vocab, tied=True)
+    model = random_llama(seed, hidden_size=hidden_size, layers=layers, vocab_size=vocab)
     weights = dict(tree_flatten(model.parameters()))
-    mx.eval(weights)
     dst.mkdir(parents=True)
     mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": file_format})
     (dst / "config.json").write_text(json.dumps(config, indent=2))

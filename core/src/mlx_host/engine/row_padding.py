@@ -60,7 +60,8 @@ def padding_plan(costs: Mapping[int, float], share: float = MAX_TIME_SHARE) -> d
 
 def sample(weights: list[mx.array], budget: int = SAMPLE_BYTES) -> list[mx.array]:
     """The first ``budget`` bytes of ``weights``, leaving out any weight over half of it (an
-    output layer), so that the sample is made of whole layers' weights as a step runs them."""
+    output layer), so that the sample is whole layers' weights, in the proportions a step
+    multiplies them."""
     chosen: list[mx.array] = []
     total = 0
     for w in weights:
@@ -158,10 +159,9 @@ def plan_row_padding(model: nn.Module, max_rows: int) -> dict[int, int]:
         m for _, m in model.named_modules() if type(m) in _PADDED and m.weight.dtype == mx.float32
     ]
     weights = sample([m.weight for m in layers])
-    candidates = [n for n in CANDIDATE_ROWS if n <= 2 * max_rows]
     if not weights or max_rows < 1:
         return {}
-    costs = time_rows(weights, candidates)
+    costs = time_rows(weights, [n for n in CANDIDATE_ROWS if n <= 2 * max_rows])
     plan = {n: p for n, p in padding_plan(costs).items() if n <= max_rows}
     if plan:
         rows = RowPlan(plan)
