@@ -1,13 +1,14 @@
 """mlx-host's decoding step against mlx-lm's own, in-process, on the same batch.
 
     uv run python bench/engine_step.py [--levels 1,8,32] [--tokens 64] [--rounds 3]
-                                       [--workload write|edit]
+                                       [--workload write|edit] [--no-row-padding]
 
 Drives mlx-lm's `BatchGenerator` as shipped and the one mlx-host's scheduler builds
-(`engine/lean_batch.py`) with the same greedy prompts (`bench/workloads.py`; the embedded
-SmolLM2, this device's weight format), rounds interleaved, and prints decode tokens/s (median of
-the rounds, prefill excluded) and the ratio. What each engine change gives is measured here,
-without HTTP.
+(`engine/lean_batch.py`, on a copy of the model whose products are padded as the scheduler
+plans them: `engine/row_padding.py`) with the same greedy prompts (`bench/workloads.py`; the
+embedded SmolLM2, this device's weight format), rounds interleaved, and prints decode tokens/s
+(median of the rounds, prefill excluded) and the ratio. What each engine change gives is
+measured here, without HTTP.
 """
 
 from __future__ import annotations
