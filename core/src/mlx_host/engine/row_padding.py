@@ -97,18 +97,23 @@ class RowPlan:
 
     padded: Mapping[int, int]
 
-    def padded_rows(self, x: mx.array) -> int | None:
-        """The rows ``x``'s product is padded to, or None."""
-        return self.padded.get(x.size // x.shape[-1]) if x.ndim else None
+    def product(
+        self, x: mx.array, weight: mx.array, bias: mx.array | None = None
+    ) -> mx.array | None:
+        """``x @ weight.T`` (``+ bias``) from rows padded as planned, in ``x``'s shape; None
+        when ``x``'s row count is not planned (the layer's own product is then as fast)."""
+        n = x.size // x.shape[-1] if x.ndim else 0
+        to = self.padded.get(n)
+        if to is None:
+            return None
+        rows = self.pad(x, to)
+        y = rows @ weight.T if bias is None else mx.addmm(bias, rows, weight.T)
+        return y[:n].reshape(*x.shape[:-1], weight.shape[0])
 
     def pad(self, x: mx.array, to: int) -> mx.array:
         """``x`` as a matrix of ``to`` rows, the extra ones zero."""
         rows = x.reshape(-1, x.shape[-1])
         return mx.pad(rows, [(0, to - rows.shape[0]), (0, 0)])
-
-    def unpad(self, y: mx.array, x: mx.array) -> mx.array:
-        """The rows of product ``y`` that belong to ``x``, in ``x``'s shape."""
-        return y[: x.size // x.shape[-1]].reshape(*x.shape[:-1], y.shape[-1])
 
 
 class PaddedLinear(nn.Linear):
@@ -118,13 +123,8 @@ class PaddedLinear(nn.Linear):
 
     def __call__(self, x: mx.array) -> mx.array:
         """The layer's output; for a planned row count, from a padded product."""
-        to = self.plan.padded_rows(x)
-        if to is None:
-            return super().__call__(x)
-        rows = self.plan.pad(x, to)
-        if "bias" in self:
-            return self.plan.unpad(mx.addmm(self["bias"], rows, self["weight"].T), x)
-        return self.plan.unpad(rows @ self["weight"].T, x)
+        y = self.plan.product(x, self["weight"], self.get("bias"))
+        return super().__call__(x) if y is None else y
 
 
 class PaddedEmbedding(nn.Embedding):
@@ -134,10 +134,8 @@ class PaddedEmbedding(nn.Embedding):
 
     def as_linear(self, x: mx.array) -> mx.array:
         """The tied output layer's logits; for a planned row count, from a padded product."""
-        to = self.plan.padded_rows(x)
-        if to is None:
-            return super().as_linear(x)
-        return self.plan.unpad(self.plan.pad(x, to) @ self.weight.T, x)
+        y = self.plan.product(x, self.weight)
+        return super().as_linear(x) if y is None else y
 
 
 _PADDED: dict[type, type[PaddedLinear] | type[PaddedEmbedding]] = {
